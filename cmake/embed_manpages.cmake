@@ -1,0 +1,10 @@
+# Writes OUT, a C++ file defining the roff source of both man pages as string constants.
+function(embed var path)
+  file(READ ${path} content HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "'\\\\x\\1'," content "${content}")
+  set(${var} "${content}" PARENT_SCOPE)
+endfunction()
+embed(daemon ${DAEMON})
+embed(client ${CLIENT})
+file(WRITE ${OUT}.tmp "// Generated from doc/*.1 by cmake/embed_manpages.cmake.\n#include <string_view>\nnamespace knock::manpages {\nstatic const char daemon_page[] = {${daemon} '\\0'};\nstatic const char client_page[] = {${client} '\\0'};\nstd::string_view daemon() { return {daemon_page, sizeof daemon_page - 1}; }\nstd::string_view client() { return {client_page, sizeof client_page - 1}; }\n}\n")
+file(RENAME ${OUT}.tmp ${OUT})

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The one list of what portknock needs from Debian, for building, testing and the demo.
+# Installs only what is missing; safe to run again.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
+  # libraries
+  libpcap-dev libpcre2-dev libcrypto++-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # oracles: Perl's Config::General and Crypt::CBC with every cipher module Debian packages
+  perl libconfig-general-perl libjson-pp-perl libcrypt-cbc-perl libcrypt-blowfish-perl
+  libcrypt-des-perl libcrypt-des-ede3-perl libcrypt-cast5-perl libcrypt-rijndael-perl
+  libcrypt-twofish-perl
+  # network tests and the demo
+  iproute2 iptables nftables tcpdump procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install packages" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
