@@ -15,7 +15,7 @@ PACKAGES=(
   libcrypt-des-perl libcrypt-des-ede3-perl libcrypt-cast5-perl libcrypt-rijndael-perl
   libcrypt-twofish-perl
   # network tests and the demo
-  iproute2 iptables nftables tcpdump procps
+  iproute2 iptables nftables tcpdump procps socat ulogd2
 )
 
 missing=()

@@ -1,1 +1,4 @@
-int main() { return 0; }
+// knockclient: sends a port knock. All logic lives in knockcore (client/client.hpp).
+#include "client/client.hpp"
+
+int main(int argc, char** argv) { return knock::client::run(argc, argv); }

@@ -17,6 +17,12 @@ Value Value::object(Location where) {
   return v;
 }
 
+Value Value::null(Location where) {
+  Value v = string(std::string(), std::move(where));
+  v.null_ = true;
+  return v;
+}
+
 Value Value::array(Location where) {
   Value v;
   v.kind_ = Kind::Array;

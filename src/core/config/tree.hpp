@@ -23,11 +23,15 @@ class Value {
   static Value string(std::string text, Location where);
   static Value object(Location where);
   static Value array(Location where);
+  // A key written without any value (`key` alone): Config::General stores undef, printed as
+  // JSON null. It is a String with empty text, so callers may treat it as "".
+  static Value null(Location where);
 
   Kind kind() const { return kind_; }
   bool is_string() const { return kind_ == Kind::String; }
   bool is_object() const { return kind_ == Kind::Object; }
   bool is_array() const { return kind_ == Kind::Array; }
+  bool is_null() const { return null_; }
   const Location& where() const { return where_; }
 
   // String
@@ -53,6 +57,7 @@ class Value {
 
  private:
   Kind kind_ = Kind::String;
+  bool null_ = false;
   Location where_;
   std::string text_;
   std::vector<Member> members_;

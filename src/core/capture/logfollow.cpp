@@ -1,0 +1,211 @@
+#include "capture/logfollow.hpp"
+
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "util/error.hpp"
+#include "util/log.hpp"
+
+namespace knock::capture {
+
+namespace {
+
+constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::uint32_t kDirEvents = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE |
+                                     IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF |
+                                     IN_MOVE_SELF | IN_ONLYDIR;
+
+}  // namespace
+
+LogFollower::LogFollower(std::string path, Options options)
+    : path_(std::move(path)), options_(options), buffer_(kReadChunk) {
+  if (options_.max_line == 0) options_.max_line = 1;
+  if (options_.interval <= 0) options_.interval = 0.1;
+  const std::size_t slash = path_.rfind('/');
+  directory_ = slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
+  inotify_fd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd_ < 0)
+    log::warning("inotify unavailable (" + errno_message(errno) + "); checking " + path_ +
+                 " every " + std::to_string(options_.interval) + " s");
+  watch_directory();
+  open_current(options_.start_at_end);
+  last_check_ = now();
+}
+
+LogFollower::~LogFollower() {
+  close_stream(current_);
+  close_stream(retired_);
+  if (inotify_fd_ >= 0) ::close(inotify_fd_);
+}
+
+double LogFollower::now() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double LogFollower::next_check_in() const {
+  if (pending_) return 0;
+  const double left = last_check_ + options_.interval - now();
+  return left > 0 ? left : 0;
+}
+
+void LogFollower::watch_directory() {
+  if (inotify_fd_ < 0 || dir_wd_ >= 0) return;
+  dir_wd_ = inotify_add_watch(inotify_fd_, directory_.c_str(), kDirEvents);
+}
+
+void LogFollower::drain_inotify() {
+  if (inotify_fd_ < 0) return;
+  alignas(inotify_event) char events[4096];
+  for (;;) {
+    const ssize_t n = ::read(inotify_fd_, events, sizeof events);
+    if (n <= 0) break;  // EAGAIN: drained
+    for (ssize_t off = 0; off + static_cast<ssize_t>(sizeof(inotify_event)) <= n;) {
+      inotify_event ev;
+      std::memcpy(&ev, events + off, sizeof ev);
+      if (ev.wd == dir_wd_ && (ev.mask & IN_IGNORED) != 0) dir_wd_ = -1;  // directory gone
+      off += static_cast<ssize_t>(sizeof(inotify_event) + ev.len);
+    }
+  }
+}
+
+void LogFollower::close_stream(Stream& s) {
+  if (s.fd >= 0) ::close(s.fd);
+  s = Stream{};
+}
+
+bool LogFollower::open_current(bool at_end) {
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    if (errno != ENOENT && !warned_) {
+      log::warning("cannot open log " + path_ + ": " + errno_message(errno));
+      warned_ = true;
+    }
+    return false;
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (!warned_) log::warning("log " + path_ + " is not a regular file; waiting");
+    warned_ = true;
+    ::close(fd);
+    return false;
+  }
+  warned_ = false;
+  Stream s;
+  s.fd = fd;
+  s.dev = st.st_dev;
+  s.ino = st.st_ino;
+  if (at_end && st.st_size > 0) {
+    s.pos = st.st_size;
+    char last = '\n';
+    // a line in progress at the end: its start is not ours to see
+    if (pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n') s.skipping = true;
+    if (lseek(fd, s.pos, SEEK_SET) < 0) s.pos = 0;
+  }
+  if (current_.fd >= 0) {
+    close_stream(retired_);
+    retired_ = std::move(current_);
+    retired_until_ = now() + options_.rotate_grace;
+    ++stats_.rotations;
+  }
+  current_ = std::move(s);
+  return true;
+}
+
+bool LogFollower::read_stream(Stream& s, const LineCallback& callback, std::size_t& budget) {
+  if (s.fd < 0) return true;
+  struct stat st {};
+  if (fstat(s.fd, &st) == 0 && st.st_size < s.pos) {  // truncated under us
+    lseek(s.fd, 0, SEEK_SET);
+    s.pos = 0;
+    s.partial.clear();
+    s.skipping = false;
+    ++stats_.truncations;
+  }
+  const std::size_t max_line = options_.max_line;
+  while (budget > 0) {
+    const std::size_t want = budget < buffer_.size() ? budget : buffer_.size();
+    const ssize_t n = ::read(s.fd, buffer_.data(), want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return true;  // EOF (or an error: try again at the next check)
+    s.pos += n;
+    budget -= static_cast<std::size_t>(n);
+    stats_.bytes += static_cast<std::uint64_t>(n);
+    std::string_view chunk(buffer_.data(), static_cast<std::size_t>(n));
+    while (!chunk.empty()) {
+      const std::size_t nl = chunk.find('\n');
+      const std::string_view piece = chunk.substr(0, nl);
+      if (nl == std::string_view::npos) {  // unterminated: keep (bounded) for the next read
+        if (!s.skipping) {
+          if (s.partial.size() + piece.size() > max_line) {
+            s.partial.clear();
+            s.skipping = true;
+            ++stats_.long_lines_skipped;
+          } else {
+            s.partial.append(piece);
+          }
+        }
+        break;
+      }
+      chunk.remove_prefix(nl + 1);
+      if (s.skipping) {
+        s.skipping = false;
+        continue;
+      }
+      std::string_view line = piece;
+      if (!s.partial.empty()) {
+        if (s.partial.size() + piece.size() > max_line) {
+          s.partial.clear();
+          ++stats_.long_lines_skipped;
+          continue;
+        }
+        s.partial.append(piece);
+        line = s.partial;
+      } else if (line.size() > max_line) {
+        ++stats_.long_lines_skipped;
+        continue;
+      }
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      ++stats_.lines;
+      callback(line);
+      s.partial.clear();
+    }
+  }
+  return false;
+}
+
+void LogFollower::read_lines(const LineCallback& callback) {
+  drain_inotify();
+  watch_directory();
+  const double t = now();
+  last_check_ = t;
+  std::size_t budget = options_.max_bytes_per_call == 0 ? kReadChunk : options_.max_bytes_per_call;
+  pending_ = false;
+
+  // Finish what was written to the files we hold before looking at the name again.
+  if (retired_.fd >= 0) {
+    if (!read_stream(retired_, callback, budget)) {
+      pending_ = true;
+      return;
+    }
+    if (t >= retired_until_) close_stream(retired_);
+  }
+  if (!read_stream(current_, callback, budget)) {
+    pending_ = true;
+    return;
+  }
+  struct stat st {};
+  if (lstat(path_.c_str(), &st) == 0) {
+    const bool same = current_.fd >= 0 && st.st_dev == current_.dev && st.st_ino == current_.ino;
+    if (!same && open_current(false)) {
+      if (!read_stream(current_, callback, budget)) pending_ = true;
+    }
+  }
+}
+
+}  // namespace knock::capture

@@ -1,0 +1,85 @@
+#pragma once
+// Follows a log file like `tail -F`: starts at its end, survives rotation by rename (the old
+// file is read to its end, and kept open for a grace period for writers that have not reopened
+// yet) and by truncation, picks up a file that appears later or reappears after deletion.
+// Wakes on inotify (the directory is watched) with Options::interval as the upper bound
+// between checks. Lines are bounded: longer ones are skipped and counted, never buffered.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <sys/types.h>
+
+namespace knock::capture {
+
+class LogFollower {
+ public:
+  struct Options {
+    double interval = 1.0;                        // fileinterval: seconds between checks
+    std::size_t max_line = 64 * 1024;             // longer lines are skipped
+    bool start_at_end = true;                     // for the file present at construction
+    std::size_t max_bytes_per_call = 4u << 20;    // read_lines() returns after this much
+    double rotate_grace = 10.0;                   // seconds a renamed-away file is still read
+  };
+  struct Stats {
+    std::uint64_t lines = 0;
+    std::uint64_t long_lines_skipped = 0;
+    std::uint64_t rotations = 0;       // switched to a new file at the name
+    std::uint64_t truncations = 0;
+    std::uint64_t bytes = 0;
+  };
+  using LineCallback = std::function<void(std::string_view)>;
+
+  explicit LogFollower(std::string path) : LogFollower(std::move(path), Options{}) {}
+  LogFollower(std::string path, Options options);
+  ~LogFollower();
+  LogFollower(const LogFollower&) = delete;
+  LogFollower& operator=(const LogFollower&) = delete;
+
+  // Poll this for readability (the inotify descriptor); -1 when inotify is unavailable.
+  int fd() const { return inotify_fd_; }
+  // Seconds until read_lines() should run even without an inotify event (0: now).
+  double next_check_in() const;
+  // Drains inotify, checks the file (rotation, truncation, appearance) and delivers every
+  // complete new line (without its '\n' or "\r\n"), up to max_bytes_per_call.
+  void read_lines(const LineCallback& callback);
+
+  bool is_open() const { return current_.fd >= 0; }
+  const Stats& stats() const { return stats_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  struct Stream {
+    int fd = -1;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    off_t pos = 0;
+    std::string partial;     // start of a line not yet terminated (<= max_line)
+    bool skipping = false;   // discarding up to the next newline
+  };
+  void watch_directory();
+  void drain_inotify();
+  bool open_current(bool at_end);
+  // Reads s up to EOF or the budget; returns false when the budget ran out.
+  bool read_stream(Stream& s, const LineCallback& callback, std::size_t& budget);
+  void close_stream(Stream& s);
+  double now() const;
+
+  std::string path_;
+  std::string directory_;
+  Options options_;
+  int inotify_fd_ = -1;
+  int dir_wd_ = -1;
+  Stream current_;
+  Stream retired_;
+  double retired_until_ = 0;
+  double last_check_ = 0;
+  bool pending_ = false;
+  bool warned_ = false;
+  std::vector<char> buffer_;
+  Stats stats_;
+};
+
+}  // namespace knock::capture

@@ -1,0 +1,47 @@
+#pragma once
+// knockclient: options and config keys -> a knock -> sent, printed (-test) or logged (-logfile).
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "client/net.hpp"
+#include "codec/codec.hpp"
+#include "util/address.hpp"
+#include "util/cli.hpp"
+
+namespace knock::config {
+class Value;
+}
+
+namespace knock::client {
+
+inline constexpr std::chrono::milliseconds kDefaultDelay{10};
+
+// Every option; the config keys are the names of the options that take a value plus the
+// yes/no keys test, debug and quiet.
+const std::vector<cli::OptionSpec>& option_specs();
+
+struct ClientPlan {
+  std::optional<std::string> remote_name;
+  std::optional<IpAddress> remote;   // resolved; nullopt only with -test and no need for it
+  std::optional<IpAddress> client;   // the IP field / SRC of -logfile lines
+  codec::KnockValues values;
+  codec::CodecSettings codec;
+  Proto proto = Proto::Tcp;
+  std::chrono::milliseconds delay = kDefaultDelay;
+  bool test = false;
+  bool key_on_command_line = false;
+  std::optional<std::string> logfile;
+};
+
+// Reads the key when `-key -` (from `read_stdin`) or a keyfile is used. Throws ConfigError for bad
+// values (exit 2), RuntimeError when the remote host cannot be resolved (exit 1).
+ClientPlan make_plan(const cli::ParsedArgs& args, const config::Value* file_root,
+                     const std::function<std::string()>& read_stdin);
+
+// The whole program; returns the exit code.
+int run(int argc, const char* const* argv);
+
+}  // namespace knock::client

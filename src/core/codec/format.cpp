@@ -1,0 +1,105 @@
+#include "codec/format.hpp"
+
+#include <string>
+
+namespace knock::codec {
+namespace {
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+std::uint32_t max_value(Field f) {
+  switch (f) {
+    case Field::Ip: return 0xFFFFFFFFu;
+    case Field::Port: return 0xFFFFu;
+    default: return 0xFFu;
+  }
+}
+}  // namespace
+
+KnockFormat KnockFormat::parse(std::string_view text, const Location& where) {
+  KnockFormat out;
+  if (trim(text).empty()) throw ConfigError(where, "knock format is empty (expected e.g. knock = IP,PORT,FLAG0,CHECKSUM)");
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = text.find(',', start);
+    const std::size_t end = comma == std::string_view::npos ? text.size() : comma;
+    const std::string_view name = trim(text.substr(start, end - start));
+    if (name.empty()) throw ConfigError(where, "knock format has an empty field name");
+    const auto field = field_from_name(name);
+    if (!field)
+      throw ConfigError(where, "unknown knock field '" + std::string(name) +
+                                   "' (known: IP, CLIENT, PORT, FLAG0 to FLAG9, CHECKSUM)");
+    if (out.has(*field)) throw ConfigError(where, "knock field " + std::string(field_name(*field)) + " is listed twice");
+    out.fields_.push_back(*field);
+    out.bytes_ += field_width(*field);
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+bool KnockFormat::has(Field f) const {
+  for (Field g : fields_)
+    if (g == f) return true;
+  return false;
+}
+
+std::string KnockFormat::str() const {
+  std::string out;
+  for (Field f : fields_) {
+    if (!out.empty()) out += ',';
+    out += field_name(f);
+  }
+  return out;
+}
+
+std::vector<std::uint8_t> KnockFormat::pack(const KnockValues& values) const {
+  std::vector<std::uint8_t> out;
+  out.reserve(bytes_);
+  unsigned sum = 0;
+  for (Field f : fields_) {
+    std::uint32_t v = 0;
+    if (f == Field::Checksum) {
+      v = sum & 0xFFu;
+    } else {
+      const auto given = values.get(f);
+      if (!given) throw ConfigError("knock field " + std::string(field_name(f)) + " has no value");
+      if (*given > max_value(f))
+        throw ConfigError("value " + std::to_string(*given) + " of knock field " + std::string(field_name(f)) +
+                          " is out of range (0.." + std::to_string(max_value(f)) + ")");
+      v = *given;
+    }
+    for (std::size_t i = field_width(f); i-- > 0;) {
+      const auto b = static_cast<std::uint8_t>((v >> (8 * i)) & 0xFFu);
+      out.push_back(b);
+      sum += b;
+    }
+  }
+  return out;
+}
+
+bool KnockFormat::unpack(std::span<const std::uint8_t> bytes, KnockValues& values, bool* checksum_failed) const noexcept {
+  if (checksum_failed != nullptr) *checksum_failed = false;
+  if (bytes.size() != bytes_) return false;
+  KnockValues out;
+  unsigned sum = 0;
+  std::size_t pos = 0;
+  for (Field f : fields_) {
+    std::uint32_t v = 0;
+    for (std::size_t i = 0; i < field_width(f); ++i) v = (v << 8) | bytes[pos + i];
+    if (f == Field::Checksum && v != (sum & 0xFFu)) {
+      if (checksum_failed != nullptr) *checksum_failed = true;
+      return false;
+    }
+    for (std::size_t i = 0; i < field_width(f); ++i) sum += bytes[pos + i];
+    pos += field_width(f);
+    out.set(f, v);
+  }
+  values = out;
+  return true;
+}
+
+}  // namespace knock::codec

@@ -1,0 +1,188 @@
+#include "daemon/settings.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+
+#include "util/log.hpp"
+
+namespace knock::daemon {
+namespace {
+
+// Every top-level key and block knockdaemon understands (the original's and this project's).
+constexpr std::array<std::string_view, 25> kKnownKeys = {
+    "runmode",  "logfile",   "fileinterval", "uselogformat", "logformat",  "interface",
+    "snapshotsize", "useethfilter", "ethfilter", "knock",  "portspan",   "encrypt",
+    "key",      "keyfile",   "cipher",       "iv",           "actions",    "template",
+    "statecache", "usecache", "knocktimeout", "maxsources",  "user",       "summaryinterval",
+    "protectedshare",
+};
+constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
+
+bool is_block_key(std::string_view key) {
+  return std::find(kBlocks.begin(), kBlocks.end(), key) != kBlocks.end();
+}
+
+double parse_number(const config::Value& root, std::string_view key, double fallback, double min, double max) {
+  const auto text = root.scalar(key);
+  if (!text) return fallback;
+  const Location where = root.where_of(key);
+  double value = 0;
+  const char* begin = text->data();
+  const char* end = begin + text->size();
+  auto [ptr, ec] = std::from_chars(begin, end, value);
+  if (ec != std::errc() || ptr != end || !std::isfinite(value))
+    throw ConfigError(where, std::string(key) + " = '" + *text + "': expected a number");
+  if (value < min || value > max)
+    throw ConfigError(where, std::string(key) + " = " + *text + ": must be between " + std::to_string(min) +
+                                 " and " + std::to_string(max));
+  return value;
+}
+
+// The <NAME x> block selected by `use` = x, e.g. uselogformat -> <logformat x>.
+const config::Value& named_block(const config::Value& root, std::string_view block, std::string_view use_key,
+                                 const std::string& name) {
+  const config::Value* blocks = root.find(block);
+  const Location where = root.where_of(use_key);
+  if (blocks == nullptr || !blocks->is_object())
+    throw ConfigError(where, std::string(use_key) + " = " + name + ", but there is no <" + std::string(block) +
+                                 " " + name + "> block");
+  const config::Value* found = blocks->find(name);
+  if (found == nullptr) {
+    std::string known;
+    for (const auto& [k, v] : blocks->members()) known += (known.empty() ? "" : ", ") + k;
+    throw ConfigError(where, "no <" + std::string(block) + " " + name + "> block (defined: " + known + ")");
+  }
+  if (found->is_array())
+    throw ConfigError(found->items().back().where(), "<" + std::string(block) + " " + name + "> is defined twice");
+  return *found;
+}
+
+void check_keys(const config::Value& root) {
+  for (const auto& [key, value] : root.members()) {
+    const bool known = std::find(kKnownKeys.begin(), kKnownKeys.end(), key) != kKnownKeys.end();
+    if (!known) {
+      const Location where = value.is_array() ? value.items().front().where() : value.where();
+      throw ConfigError(where, "unknown key '" + key + "'");
+    }
+    const bool want_block = is_block_key(key);
+    const config::Value& first = value.is_array() ? value.items().front() : value;
+    if (want_block && !first.is_object())
+      throw ConfigError(first.where(), "'" + key + "' must be a block <" + key + " NAME> ... </" + key + ">");
+    if (!want_block && first.is_object())
+      throw ConfigError(first.where(), "'" + key + "' is a plain key, not a block");
+  }
+}
+
+}  // namespace
+
+void check_not_writable_by_others(const std::string& path, const Location& where) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return;  // the caller reports a missing file its own way
+  if ((st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0))
+    throw ConfigError(where, path + " is writable by other users (mode " +
+                                 std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
+                                 std::to_string(st.st_mode & 7) + "); refusing it: run chmod go-w " + path);
+  if (st.st_uid != 0 && st.st_uid != geteuid())
+    throw ConfigError(where, path + " belongs to another user (uid " + std::to_string(st.st_uid) + "); refusing it");
+}
+
+SecureBytes read_key_file(const std::string& path, const Location& where) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    const int saved = errno;
+    throw ConfigError(where, "cannot read key file " + path + ": " + errno_message(saved));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096) {
+    close(fd);
+    throw ConfigError(where, "key file " + path + " must be a regular file of at most 4096 bytes");
+  }
+  check_not_writable_by_others(path, where);
+  if ((st.st_mode & (S_IROTH | S_IRGRP)) != 0)
+    log::warning("key file " + path + " is readable by other users; run chmod 600 " + path);
+  SecureBytes key(static_cast<std::size_t>(st.st_size));
+  std::size_t have = 0;
+  while (have < key.size()) {
+    const ssize_t n = read(fd, key.data() + have, key.size() - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += static_cast<std::size_t>(n);
+  }
+  close(fd);
+  while (have > 0 && (key[have - 1] == '\n' || key[have - 1] == '\r')) --have;
+  key.resize(have);
+  if (key.empty()) throw ConfigError(where, "key file " + path + " is empty");
+  return key;
+}
+
+Settings load_settings(const config::Value& root) {
+  if (!root.is_object()) throw ConfigError(root.where(), "the configuration is not a set of keys");
+  check_keys(root);
+  Settings s;
+
+  const std::string mode = root.scalar("runmode").value_or("network");
+  if (mode == "network") {
+    s.mode = RunMode::Network;
+  } else if (mode == "file") {
+    s.mode = RunMode::File;
+  } else {
+    throw ConfigError(root.where_of("runmode"), "runmode = " + mode + ": expected network or file");
+  }
+
+  // Both modes' keys are validated whichever is used, so -check catches a bad block early.
+  s.interface = root.scalar("interface").value_or("any");
+  if (s.interface.empty()) s.interface = "any";
+  s.snaplen = static_cast<int>(parse_number(root, "snapshotsize", 1500, 64, 262144));
+  if (auto name = root.scalar("useethfilter")) {
+    s.ethfilter_name = *name;
+    s.ethfilter = std::make_unique<capture::EthFilter>(named_block(root, "ethfilter", "useethfilter", *name));
+  } else {
+    s.ethfilter = std::make_unique<capture::EthFilter>();
+  }
+  if (const config::Value* filters = root.find("ethfilter"); filters != nullptr && filters->is_object())
+    for (const auto& [name, block] : filters->members())
+      if (block.is_object()) capture::EthFilter check(block);
+
+  s.logfile = root.scalar("logfile").value_or("");
+  s.fileinterval = parse_number(root, "fileinterval", 0.5, 0.01, 3600);
+  if (auto name = root.scalar("uselogformat")) {
+    s.logformat_name = *name;
+    s.logformat = std::make_unique<capture::LogFormat>(named_block(root, "logformat", "uselogformat", *name));
+  }
+  if (const config::Value* formats = root.find("logformat"); formats != nullptr && formats->is_object())
+    for (const auto& [name, block] : formats->members())
+      if (block.is_object()) capture::LogFormat check(block);
+  if (s.mode == RunMode::File) {
+    if (s.logfile.empty()) throw ConfigError(root.where_of("runmode"), "runmode = file needs logfile = PATH");
+    if (!s.logformat) throw ConfigError(root.where_of("runmode"), "runmode = file needs uselogformat = NAME");
+  }
+
+  codec::CodecSettings codec = codec::codec_settings_from_config(root);
+  if (auto keyfile = root.scalar("keyfile")) {
+    if (root.find("key") != nullptr)
+      throw ConfigError(root.where_of("keyfile"), "give either key or keyfile, not both");
+    codec.key = read_key_file(*keyfile, root.where_of("keyfile"));
+    codec.key_where = root.where_of("keyfile");
+  }
+  s.codec = std::make_unique<codec::KnockCodec>(codec);
+
+  s.tracker.knock_length = s.codec->ports_per_knock();
+  s.tracker.knock_timeout = parse_number(root, "knocktimeout", 30, 0.001, tracker::kMaxKnockTimeout);
+  s.tracker.max_sources = static_cast<std::size_t>(
+      parse_number(root, "maxsources", 0, 0, static_cast<double>(tracker::kMaxSources)));
+  s.tracker.summary_interval = parse_number(root, "summaryinterval", 60, 0, 86400);
+  s.tracker.protected_share = parse_number(root, "protectedshare", 0.5, 0, 1);
+  if (auto problem = tracker::validate(s.tracker)) throw ConfigError(root.where_of("maxsources"), *problem);
+
+  s.user = root.scalar("user");
+  return s;
+}
+
+}  // namespace knock::daemon

@@ -1,0 +1,200 @@
+#include "rules/runner.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
+#include <poll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "util/error.hpp"
+#include "util/log.hpp"
+
+extern char** environ;
+
+namespace knock::rules {
+
+ShellRunner::ShellRunner(ShellRunnerOptions options) : options_(std::move(options)) {
+  if (options_.max_children == 0) options_.max_children = 1;
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+}
+
+ShellRunner::~ShellRunner() {
+  reap();
+  for (auto& c : children_)
+    if (c.err_fd >= 0) ::close(c.err_fd);
+  if (epoll_fd_ >= 0) ::close(epoll_fd_);
+}
+
+void ShellRunner::run(const Command& command) noexcept {
+  try {
+    if (children_.size() < options_.max_children) {
+      start(command);
+      return;
+    }
+    if (queue_.size() >= options_.max_queue) {
+      log::error("command queue full (" + std::to_string(options_.max_queue) + "); not running " +
+                 command.origin + ": " + command.text);
+      return;
+    }
+    queue_.push_back(command);
+  } catch (...) {
+    log::error("out of memory; not running a command");
+  }
+}
+
+void ShellRunner::start(const Command& command) noexcept {
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) {
+    log::error("cannot run " + command.origin + ": pipe: " + errno_message(errno));
+    return;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, pipefd[1], 2);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // The child starts with default signal handling and an empty mask, whatever the daemon set.
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::string sh = options_.shell;
+  char arg0[] = "sh";
+  char arg1[] = "-c";
+  std::string text = command.text;
+  char* argv[] = {arg0, arg1, text.data(), nullptr};
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, sh.c_str(), &actions, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  ::close(pipefd[1]);
+  if (rc != 0) {
+    ::close(pipefd[0]);
+    log::error("cannot run " + command.origin + ": " + errno_message(rc));
+    return;
+  }
+  log::info("running " + command.origin + ": " + command.text);
+  if (epoll_fd_ >= 0) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = pipefd[0];
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, pipefd[0], &ev);
+  }
+  Child c;
+  c.pid = pid;
+  c.err_fd = pipefd[0];
+  c.command = command;
+  children_.push_back(std::move(c));
+}
+
+void ShellRunner::drain(Child& child) noexcept {
+  if (child.err_fd < 0) return;
+  char buf[4096];
+  while (true) {
+    ssize_t n = ::read(child.err_fd, buf, sizeof buf);
+    if (n > 0) {
+      std::size_t room = options_.stderr_bytes > child.err.size() ? options_.stderr_bytes - child.err.size() : 0;
+      child.err.append(buf, std::min(room, static_cast<std::size_t>(n)));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0) {  // every writer closed it
+      ::close(child.err_fd);
+      child.err_fd = -1;
+    }
+    return;
+  }
+}
+
+void ShellRunner::finish(Child& child) noexcept {
+  drain(child);
+  if (child.err_fd >= 0) {  // a background grandchild may keep it open: stop listening
+    ::close(child.err_fd);
+    child.err_fd = -1;
+  }
+  std::string head;
+  std::size_t lines = 0;
+  for (std::size_t i = 0; i < child.err.size() && lines < options_.stderr_lines; ++i) {
+    char c = child.err[i];
+    if (c == '\n') {
+      ++lines;
+      if (lines < options_.stderr_lines && i + 1 < child.err.size()) head += " | ";
+      continue;
+    }
+    head += c;
+  }
+  std::string msg = child.command.origin + ": '" + child.command.text + "' ";
+  if (child.status == 0)
+    msg += "exited 0";
+  else if (child.status > 128)
+    msg += "killed by signal " + std::to_string(child.status - 128);
+  else
+    msg += "exited " + std::to_string(child.status);
+  if (!head.empty()) msg += "; stderr: " + head;
+  if (child.status == 0)
+    log::info(msg);
+  else
+    log::warning(msg);
+  try {
+    finished_.push_back({child.command.text, child.status, head});
+    if (finished_.size() > 64) finished_.pop_front();
+  } catch (...) {
+  }
+}
+
+void ShellRunner::reap() noexcept {
+  for (std::size_t i = 0; i < children_.size();) {
+    Child& c = children_[i];
+    drain(c);
+    int status = 0;
+    pid_t r = ::waitpid(c.pid, &status, WNOHANG);
+    if (r == c.pid || (r < 0 && errno == ECHILD)) {
+      c.status = r < 0 ? 255 : WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : 255;
+      finish(c);
+      children_.erase(children_.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    ++i;
+  }
+  while (!queue_.empty() && children_.size() < options_.max_children) {
+    Command next = std::move(queue_.front());
+    queue_.pop_front();
+    start(next);
+  }
+}
+
+std::vector<int> ShellRunner::fds() const {
+  std::vector<int> out;
+  for (const auto& c : children_)
+    if (c.err_fd >= 0) out.push_back(c.err_fd);
+  return out;
+}
+
+bool ShellRunner::wait_idle(double timeout_seconds) noexcept {
+  struct timespec start {};
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  while (true) {
+    reap();
+    if (!busy()) return true;
+    struct timespec now {};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double elapsed = static_cast<double>(now.tv_sec - start.tv_sec) + static_cast<double>(now.tv_nsec - start.tv_nsec) / 1e9;
+    if (elapsed >= timeout_seconds) return false;
+    std::vector<pollfd> pfds;
+    for (int fd : fds()) pfds.push_back({fd, POLLIN, 0});
+    // Child exits are not pollable here: wake at least every 10 ms to waitpid.
+    ::poll(pfds.data(), pfds.size(), 10);
+  }
+}
+
+}  // namespace knock::rules

@@ -1,0 +1,95 @@
+#!/bin/bash
+# knockclient's command line: -test output, config + overrides, key sources, -logfile lines,
+# and exit code 2 with one clear line for bad options, values and config keys.
+set -euo pipefail
+BIN_DIR=${BIN_DIR:?BIN_DIR must point at the build directory}
+K="$BIN_DIR/knockclient"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+[ -x "$K" ] || fail "no knockclient at $K"
+WORK=$(mktemp -d /tmp/client_cli.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+export HOME="$WORK"  # no ~/.knockclient.conf from the user running the tests
+
+# The facts.md example: 198.18.0.2 (= 198,18,0,2), port 22, FLAG0 1, checksum 241, 256-port span.
+out=$("$K" -test -client 198.18.0.2 -port 22 -flag0 1 -knock IP,PORT,FLAG0,CHECKSUM -portspan 1000-1255 2>"$WORK/err")
+[ "$out" = "1198,1018,1000,1002,1000,1022,1001,1241" ] || fail "-test printed '$out'"
+[ ! -s "$WORK/err" ] || fail "unexpected stderr: $(cat "$WORK/err")"
+# Double-dash spelling and --opt=value.
+out2=$("$K" --test --client=198.18.0.2 --port 22 --flag0=1 --knock=IP,PORT,FLAG0,CHECKSUM --portspan 1000-1255)
+[ "$out2" = "$out" ] || fail "--options gave '$out2'"
+
+cat > "$WORK/c.conf" <<'CONF'
+# test config
+knock    = IP,PORT,FLAG0,CHECKSUM
+portspan = 1000-1255
+port     = 80
+flag0    = 1
+client   = 198.18.0.2
+CONF
+out=$("$K" -conf "$WORK/c.conf" -test -port 22)
+[ "$out" = "1198,1018,1000,1002,1000,1022,1001,1241" ] || fail "command line did not override the file: '$out'"
+
+# Encrypted: the same knock from -key (with a warning), -key - (stdin) and -keyfile.
+common=(-test -client 198.18.0.2 -port 22 -knock IP,PORT,CHECKSUM -portspan 1000-1255 -encrypt yes -cipher crypt::twofish)
+a=$("$K" "${common[@]}" -key 's3cret' 2>"$WORK/err")
+grep -q "visible to every user" "$WORK/err" || fail "no warning for -key on the command line"
+b=$(printf 's3cret\n' | "$K" "${common[@]}" -key - 2>"$WORK/err")
+[ ! -s "$WORK/err" ] || fail "warning for -key -: $(cat "$WORK/err")"
+printf 's3cret\n' > "$WORK/key"
+c=$("$K" "${common[@]}" -keyfile "$WORK/key")
+[ "$a" = "$b" ] && [ "$b" = "$c" ] || fail "key sources disagree: $a / $b / $c"
+[ "$(echo "$a" | tr ',' '\n' | wc -l)" = 16 ] || fail "Twofish knock is not 16 ports: $a"
+d=$("$K" "${common[@]}" -keyfile "$WORK/key" -cipher Rijndael)
+[ "$d" != "$a" ] || fail "a different cipher gave the same knock"
+
+# -logfile: one iptables LOG line per port, SRC = the client.
+"$K" -client 198.18.0.2 -remote 198.18.0.1 -port 22 -flag0 1 -knock IP,PORT,FLAG0,CHECKSUM \
+  -portspan 1000-1255 -logfile "$WORK/fw.log" -quiet
+[ "$(wc -l < "$WORK/fw.log")" = 8 ] || fail "logfile has $(wc -l < "$WORK/fw.log") lines, expected 8"
+re='^[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2} [^ ]+ kernel: \[ *[0-9]+\.[0-9]{6}\] portknock IN=eth0 OUT= MAC=00:00:00:00:00:00:00:00:00:00:00:00:08:00 SRC=198\.18\.0\.2 DST=198\.18\.0\.1 LEN=60 TOS=0x00 PREC=0x00 TTL=64 ID=0 DF PROTO=TCP SPT=[0-9]+ DPT=[0-9]+ WINDOW=64240 RES=0x00 SYN URGP=0$'
+grep -Evq "$re" "$WORK/fw.log" && fail "bad log line: $(grep -Ev "$re" "$WORK/fw.log" | head -1)"
+dpts=$(sed 's/.* DPT=\([0-9]*\) .*/\1/' "$WORK/fw.log" | paste -sd,)
+[ "$dpts" = "1198,1018,1000,1002,1000,1022,1001,1241" ] || fail "logged ports $dpts"
+"$K" -client 198.18.0.2 -remote 198.18.0.1 -port 22 -knock IP,PORT -portspan 1000-1255 -proto udp \
+  -logfile "$WORK/fw.log" -quiet
+tail -1 "$WORK/fw.log" | grep -Eq ' PROTO=UDP SPT=[0-9]+ DPT=1022 LEN=9$' || fail "bad UDP log line: $(tail -1 "$WORK/fw.log")"
+
+# Exit 2 with one clear line on stderr.
+expect2() {
+  local want=$1; shift
+  set +e
+  "$@" >"$WORK/out" 2>"$WORK/err" </dev/null
+  local rc=$?
+  set -e
+  [ $rc = 2 ] || fail "exit $rc (expected 2) for: $*"
+  [ "$(wc -l < "$WORK/err")" = 1 ] || fail "expected one line on stderr for: $*; got: $(cat "$WORK/err")"
+  grep -q -- "$want" "$WORK/err" || fail "stderr '$(cat "$WORK/err")' lacks '$want' for: $*"
+  [ ! -s "$WORK/out" ] || fail "stdout not empty for: $*"
+}
+base=(-test -client 198.18.0.2 -knock IP,PORT -portspan 1000-1255)
+expect2 "unknown option -bogus" "$K" -bogus
+expect2 "needs a value" "$K" -port
+expect2 "port must be a number from 0 to 65535" "$K" "${base[@]}" -port 65536
+expect2 "flag3 must be a number from 0 to 255" "$K" "${base[@]}" -port 1 -flag3 256
+expect2 "give -port" "$K" "${base[@]}"
+expect2 "unknown knock field 'PROT'" "$K" -test -client 198.18.0.2 -port 1 -knock IP,PROT -portspan 1000-1255
+expect2 "nearest: 256 or 512" "$K" "${base[@]}" -port 1 -portspan 1000-1299
+expect2 "listed twice" "$K" "${base[@]}" -port 1 -portspan 1000-1254,1000
+expect2 "unknown cipher 'rc4'" "$K" "${base[@]}" -port 1 -encrypt yes -keyfile "$WORK/key" -cipher rc4
+expect2 "no key on standard input" "$K" "${base[@]}" -port 1 -encrypt yes -key -
+expect2 "set iv = no" "$K" "${base[@]}" -port 1 -encrypt yes -keyfile "$WORK/key" -cipher Rijndael -iv yes
+expect2 "needs a key" "$K" "${base[@]}" -port 1 -encrypt yes
+expect2 "encrypt must be yes or no" "$K" "${base[@]}" -port 1 -encrypt maybe
+expect2 "proto must be tcp or udp" "$K" "${base[@]}" -port 1 -proto icmp
+expect2 "client must be an IPv4 address" "$K" "${base[@]}" -port 1 -client 2001:db8::1
+expect2 "no remote host" "$K" -knock IP,PORT -portspan 1000-1255 -port 1
+expect2 "cannot read key file" "$K" "${base[@]}" -port 1 -encrypt yes -keyfile "$WORK/missing"
+printf 'knock = IP,PORT\nportspan = 1000-1255\nprot = tcp\n' > "$WORK/bad.conf"
+expect2 "bad.conf:3: unknown knockclient setting 'prot'" "$K" -conf "$WORK/bad.conf" -test -client 198.18.0.2 -port 1
+printf 'knock = IP,PORT\nportspan = 1000-1255\n\niv = perhaps\n' > "$WORK/bad.conf"
+expect2 "bad.conf:4: iv must be yes or no" "$K" -conf "$WORK/bad.conf" -test -client 198.18.0.2 -port 1
+
+# -h and -man.
+"$K" -h | grep -q "^usage: knockclient" || fail "-h prints no usage"
+"$K" -man | grep -q '^\.TH KNOCKCLIENT 1' || fail "-man does not print the roff page when stdout is not a terminal"
+echo "ok: knockclient command line"

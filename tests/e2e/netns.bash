@@ -1,0 +1,84 @@
+# Shared helpers for tests that build their own network namespaces. Source it; then call
+# netns_setup. Everything it creates is removed on exit, even when a test fails.
+# Addresses: 198.18.0.0/15 only.
+#   server  198.18.1.1 (to client)  198.18.2.1 (to other)
+#   client  198.18.1.2
+#   other   198.18.2.2
+set -euo pipefail
+
+E2E_ID=${E2E_ID:-pk$$}
+NS_SERVER=$E2E_ID-srv
+NS_CLIENT=$E2E_ID-cli
+NS_OTHER=$E2E_ID-oth
+SERVER_IP=198.18.1.1
+SERVER_IP_OTHER=198.18.2.1
+CLIENT_IP=198.18.1.2
+OTHER_IP=198.18.2.2
+E2E_TMP=$(mktemp -d /tmp/portknock-e2e.XXXXXX)
+E2E_PIDS=()
+
+say() { printf '%s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+netns_cleanup() {
+  local pid
+  for pid in "${E2E_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${E2E_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ns in "$NS_SERVER" "$NS_CLIENT" "$NS_OTHER"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  if [ "${E2E_KEEP_TMP:-}" = 1 ]; then echo "kept $E2E_TMP"; else rm -rf "$E2E_TMP"; fi
+}
+
+netns_setup() {
+  trap netns_cleanup EXIT
+  trap 'exit 130' INT TERM
+  ip netns add "$NS_SERVER"
+  ip netns add "$NS_CLIENT"
+  ip netns add "$NS_OTHER"
+  ip link add "$E2E_ID-s1" netns "$NS_SERVER" type veth peer name "$E2E_ID-c1" netns "$NS_CLIENT"
+  ip link add "$E2E_ID-s2" netns "$NS_SERVER" type veth peer name "$E2E_ID-o2" netns "$NS_OTHER"
+  ip -n "$NS_SERVER" addr add $SERVER_IP/24 dev "$E2E_ID-s1"
+  ip -n "$NS_SERVER" addr add $SERVER_IP_OTHER/24 dev "$E2E_ID-s2"
+  ip -n "$NS_CLIENT" addr add $CLIENT_IP/24 dev "$E2E_ID-c1"
+  ip -n "$NS_OTHER" addr add $OTHER_IP/24 dev "$E2E_ID-o2"
+  for ns in "$NS_SERVER" "$NS_CLIENT" "$NS_OTHER"; do ip -n "$ns" link set lo up; done
+  ip -n "$NS_SERVER" link set "$E2E_ID-s1" up
+  ip -n "$NS_SERVER" link set "$E2E_ID-s2" up
+  ip -n "$NS_CLIENT" link set "$E2E_ID-c1" up
+  ip -n "$NS_OTHER" link set "$E2E_ID-o2" up
+  ip netns exec "$NS_SERVER" sysctl -qw net.ipv4.ip_forward=0
+}
+
+# in_ns NS CMD...: run CMD in a namespace.
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# bg_in_ns NS LOGFILE CMD...: start CMD in the background, remembered for cleanup.
+bg_in_ns() {
+  local ns=$1 log=$2; shift 2
+  ip netns exec "$ns" "$@" >"$log" 2>&1 &
+  E2E_PIDS+=($!)
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: poll CMD every 50 ms until it succeeds or time runs out.
+wait_for() {
+  local seconds=$1 what=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || fail "timed out after ${seconds}s waiting for: $what"
+    sleep 0.05
+  done
+}
+
+# can_connect NS ADDR PORT: a TCP connect from NS succeeds within 1 s.
+can_connect() {
+  ip netns exec "$1" timeout 1 bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null
+}
+cannot_connect() { ! can_connect "$@"; }
+
+# start_service PORT: a TCP listener in the server namespace that accepts and closes.
+start_service() {
+  bg_in_ns "$NS_SERVER" "$E2E_TMP/service.log" socat TCP-LISTEN:"$1",fork,reuseaddr SYSTEM:true
+  wait_for 5 "service on port $1" in_ns "$NS_SERVER" bash -c "ss -ltn | grep -q ':$1 '"
+}

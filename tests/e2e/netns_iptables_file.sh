@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# End to end through real iptables, daemon in file mode (see firewall_flow.bash).
+exec bash "$(dirname "$0")/firewall_flow.bash" "$BIN_DIR" file iptables

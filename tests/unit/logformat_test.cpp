@@ -1,0 +1,171 @@
+// <logformat> blocks: the shipped formats against sample lines, config errors, hostile lines.
+#include "capture/logformat.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "config/tree.hpp"
+
+using namespace knock;
+using namespace knock::capture;
+
+namespace {
+
+const std::string kData = std::string(TEST_DATA_DIR) + "/capture/";
+
+LogFormat format_from(const std::string& body) {
+  const config::Value root = config::parse_string("<logformat f>\n" + body + "</logformat>\n", "t.conf");
+  return LogFormat(*root.find("logformat")->find("f"));
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, sep)) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
+TEST(LogFormat, ShippedFormatsParseTheirSampleLines) {
+  const config::Value root = config::parse_file(kData + "logformats.conf");
+  const config::Value* formats = root.find("logformat");
+  ASSERT_NE(formats, nullptr);
+  for (const char* name : {"iptables", "nftables", "ulogd", "ipchains"})
+    EXPECT_NE(formats->find(name), nullptr) << name;
+
+  std::ifstream in(kData + "logformat-samples.tsv");
+  ASSERT_TRUE(in) << "missing samples";
+  std::string row;
+  int checked = 0, accepted = 0;
+  while (std::getline(in, row)) {
+    if (row.empty() || row[0] == '#') continue;
+    const auto cols = split(row, '\t');
+    ASSERT_EQ(cols.size(), 3u) << row;
+    SCOPED_TRACE(cols[0] + ": " + cols[2]);
+    const config::Value* block = formats->find(cols[0]);
+    ASSERT_NE(block, nullptr);
+    const LogFormat format(*block);
+    const auto o = format.parse_line(cols[2], 1234.5);
+    ++checked;
+    if (cols[1] == "-") {
+      EXPECT_FALSE(o.has_value());
+      continue;
+    }
+    ASSERT_TRUE(o.has_value());
+    ++accepted;
+    const auto want = split(cols[1], ' ');
+    ASSERT_EQ(want.size(), 7u);
+    EXPECT_EQ(o->source, *IpAddress::parse(want[0]));
+    EXPECT_EQ(o->destination, *IpAddress::parse(want[1]));
+    EXPECT_EQ(std::to_string(o->protocol), want[2]);
+    EXPECT_EQ(std::to_string(o->dest_port), want[3]);
+    EXPECT_EQ(std::to_string(o->source_port), want[4]);
+    if (want[5] == "-") {
+      EXPECT_FALSE(o->has_tcp_seq);
+    } else {
+      EXPECT_TRUE(o->has_tcp_seq);
+      EXPECT_EQ(std::to_string(o->tcp_seq), want[5]);
+    }
+    EXPECT_EQ(format.last_interface(), want[6]);
+    EXPECT_DOUBLE_EQ(o->time, 1234.5);
+  }
+  EXPECT_GE(checked, 19);
+  EXPECT_GE(accepted, 12);
+}
+
+TEST(LogFormat, TheManualsExampleAndDefaults) {
+  const LogFormat f = format_from("port = DPT=([0-9]+)\nipclient = SRC=([0-9.]+)\n");
+  const auto o = f.parse_line("... SRC=198.18.0.9 DPT=883 ...", 7);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->dest_port, 883);
+  EXPECT_EQ(o->protocol, kProtoTcp);
+  EXPECT_EQ(o->destination, IpAddress());
+  EXPECT_FALSE(o->has_tcp_seq);
+  EXPECT_EQ(f.last_interface(), "");
+  EXPECT_FALSE(f.parse_line("... SRC=198.18.0.9 ...", 7));   // no port
+  EXPECT_FALSE(f.parse_line("... DPT=883 ...", 7));           // no client
+  EXPECT_FALSE(f.parse_line("SRC=198.18.0.9 DPT=", 7));
+  EXPECT_FALSE(f.parse_line("SRC=198.18.0.9 DPT=00000000000000000000001", 7));
+  EXPECT_FALSE(f.parse_line("", 7));
+  // without a capture group the whole match is the field
+  const LogFormat g = format_from("port = [0-9]+$\nipclient = ^[0-9.]+\n");
+  const auto p = g.parse_line("198.18.1.1 to 65535", 0);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->dest_port, 65535);
+  EXPECT_EQ(p->source.str(), "198.18.1.1");
+}
+
+TEST(LogFormat, RequiredAndProtocolText) {
+  const LogFormat f = format_from(
+      "required = ^KNOCK\nprotocol = proto=(\\w+)\nport = port=(\\d+)\nipclient = from=(\\S+)\n"
+      "ipserver = \\sto=(\\S+)\n");
+  EXPECT_FALSE(f.parse_line("knock proto=tcp port=1 from=198.18.0.1", 0));
+  auto o = f.parse_line("KNOCK proto=udp port=1 from=198.18.0.1 to=198.18.0.2", 0);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->protocol, kProtoUdp);
+  EXPECT_EQ(o->destination.str(), "198.18.0.2");
+  o = f.parse_line("KNOCK proto=6 port=1 from=2001:db8::5 to=2001:db8::1", 0);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->protocol, kProtoTcp);
+  EXPECT_EQ(o->source.str(), "2001:db8::5");
+  EXPECT_FALSE(f.parse_line("KNOCK proto=icmp port=1 from=198.18.0.1", 0));
+  EXPECT_FALSE(f.parse_line("KNOCK proto=tcp port=1 from=198.18.0.1 to=banana", 0));
+  EXPECT_FALSE(f.parse_line("KNOCK port=1 from=198.18.0.1", 0));  // protocol regex given, no match
+  EXPECT_FALSE(f.parse_line("KNOCK proto=tcp port=1 from=198.18.0.1x", 0));
+}
+
+TEST(LogFormat, ConfigErrorsAtTheirLine) {
+  auto expect_error_at = [](const std::string& body, int line, const char* what) {
+    try {
+      format_from(body);
+      ADD_FAILURE() << "accepted: " << body;
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(e.where().line, line) << e.what();
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  expect_error_at("port = (\\d+)\nipclient = (\\S+)\nportt = x\n", 4, "portt");
+  expect_error_at("port = (\\d+)\n\nipclient = ([0-9.+\n", 4, "regular expression");
+  expect_error_at("ipclient = (\\S+)\n", 1, "port");
+  expect_error_at("port = (\\d+)\n", 1, "ipclient");
+}
+
+TEST(LogFormat, HostileLines) {
+  const LogFormat f = format_from("port = (?:a+)+b([0-9]+)\nipclient = SRC=(\\S+)\n");
+  // catastrophic backtracking is bounded by the match limit: no match, no hang
+  const std::string evil = "SRC=198.18.0.1 " + std::string(5000, 'a');
+  EXPECT_FALSE(f.parse_line(evil, 0));
+  static const char kBinary[] = "SRC=198.18.0.1\0\xff\xfe ab123";
+  const std::string binary(kBinary, sizeof kBinary - 1);
+  const auto o = f.parse_line(binary, 0);
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->dest_port, 123);
+  const std::string huge(1 << 20, 'x');
+  EXPECT_FALSE(f.parse_line(huge, 0));
+  EXPECT_FALSE(f.parse_line("SRC=" + std::string(100, '1') + " ab1", 0));
+}
+
+TEST(LogFormat, TextHelpers) {
+  EXPECT_EQ(parse_port_text("0"), 0);
+  EXPECT_EQ(parse_port_text("65535"), 65535);
+  EXPECT_FALSE(parse_port_text("65536"));
+  EXPECT_FALSE(parse_port_text("-1"));
+  EXPECT_FALSE(parse_port_text("+1"));
+  EXPECT_FALSE(parse_port_text(" 1"));
+  EXPECT_FALSE(parse_port_text(""));
+  EXPECT_EQ(parse_protocol_text("tcp"), kProtoTcp);
+  EXPECT_EQ(parse_protocol_text("UDP"), kProtoUdp);
+  EXPECT_EQ(parse_protocol_text("17"), kProtoUdp);
+  EXPECT_FALSE(parse_protocol_text("1"));
+  EXPECT_FALSE(parse_protocol_text("tcpx"));
+  EXPECT_EQ(parse_address_text("2001:0db8:0000:0000:0000:0000:0000:0001")->str(), "2001:db8::1");
+  EXPECT_FALSE(parse_address_text("198.18.0.1 "));
+  EXPECT_FALSE(parse_address_text(std::string(200, '1')));
+  EXPECT_FALSE(parse_address_text(std::string("198.18.0.1\0", 11)));
+}

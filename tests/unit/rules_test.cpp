@@ -1,0 +1,512 @@
+// The Engine: <template>s and <actions> from a config, the manual's recipes verbatim (block tags
+// restored) over knocks spanning hours, delayed and persistent responses, -test, injection.
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "config/tree.hpp"
+#include "rules/engine.hpp"
+
+using namespace knock;
+using namespace knock::rules;
+
+namespace {
+const bool kTz = [] {
+  setenv("TZ", "UTC", 1);
+  tzset();
+  return true;
+}();
+
+constexpr double kT0 = 1709632800;  // 2024-03-05 10:00:00 UTC
+constexpr std::uint32_t kIpA = 0xC6120001;  // 198.18.0.1
+constexpr std::uint32_t kIpB = 0xC6120002;  // 198.18.0.2
+
+const char* kOpen = R"C(
+<template iptables_open>
+  system    = "/sbin/iptables -D INPUT -p tcp -s IP/32 -d 0/0 --dport PORT --syn -j ACCEPT"
+</template>
+)C";
+
+KnockEvent kn(double t, std::uint32_t ip = kIpA, std::uint16_t port = 22, std::optional<std::uint32_t> flag0 = {}) {
+  KnockEvent e;
+  e.values.set(codec::Field::Ip, ip);
+  e.values.set(codec::Field::Port, port);
+  if (flag0) e.values.set(codec::Field::Flag0, *flag0);
+  e.logip = IpAddress::v4(ip);
+  e.time = t;
+  return e;
+}
+
+struct Rig {
+  RecordingRunner runner;
+  config::Value root;
+  std::unique_ptr<Engine> engine;
+  explicit Rig(const std::string& conf, EngineOptions options = {}) {
+    root = config::parse_string(conf, "recipe.conf");
+    options.runner = &runner;
+    engine = std::make_unique<Engine>(root, options);
+  }
+  // Knocks and returns how many commands ran for it.
+  std::size_t knock_count(const KnockEvent& e) {
+    std::size_t before = runner.commands.size();
+    engine->handle(e);
+    return runner.commands.size() - before;
+  }
+};
+
+std::string config_error(const std::string& conf) {
+  try {
+    RecordingRunner r;
+    EngineOptions o;
+    o.runner = &r;
+    Engine e(config::parse_string(conf, "bad.conf"), o);
+  } catch (const ConfigError& e) {
+    return e.where().str() + ": " + e.message();
+  }
+  return "no error";
+}
+
+std::filesystem::path temp_dir(const std::string& name) {
+  auto dir = std::filesystem::path(BINARY_DIR) / ("rules_test_" + name + "_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
+  return dir;
+}
+}  // namespace
+
+TEST(Recipes, ImmediatePlusDelayed) {
+  Rig rig(R"C(
+<actions>
+  <action>
+  condition = PORT == 22
+  template  = exec_myprog
+  use       = yes
+  </action>
+  <action>
+  condition = PORT == 22
+  template  = exec_myprog
+  delay     = 5 # minutes
+  use       = yes
+  </action>
+</actions>
+<template exec_myprog>
+  system = "/bin/myprog"
+</template>
+)C");
+  EXPECT_EQ(rig.knock_count(kn(kT0)), 1u);
+  EXPECT_EQ(rig.runner.commands[0].text, "/bin/myprog");
+  ASSERT_EQ(rig.engine->pending().size(), 1u);
+  EXPECT_EQ(rig.engine->next_due(), kT0 + 300);
+  rig.engine->run_due(kT0 + 299);
+  EXPECT_EQ(rig.runner.commands.size(), 1u);
+  rig.engine->run_due(kT0 + 300);
+  ASSERT_EQ(rig.runner.commands.size(), 2u);
+  EXPECT_EQ(rig.runner.commands[1].text, "/bin/myprog");
+  EXPECT_FALSE(rig.engine->next_due());
+  EXPECT_EQ(rig.knock_count(kn(kT0, kIpA, 23)), 0u);  // condition false
+}
+
+TEST(Recipes, ThrottleOncePerHour) {
+  Rig rig(std::string(R"C(
+<actions>
+  <action ssh>
+      condition = PORT == 22 && ( ! state(IP,visits,prevtime) || TIME-state(IP,visits,prevtime) > 3600)
+      template  = prev_visit
+      template  = iptables_open
+      use       = yes
+  </action>
+</actions>
+      <template prev_visit>
+      state     = state(IP,visits,prevtime) = TIME
+      </template>
+)C") + kOpen);
+  EXPECT_EQ(rig.knock_count(kn(kT0)), 1u);
+  EXPECT_EQ(rig.runner.commands.back().text,
+            "/sbin/iptables -D INPUT -p tcp -s 198.18.0.1/32 -d 0/0 --dport 22 --syn -j ACCEPT");
+  EXPECT_EQ(rig.engine->state().get({"198.18.0.1", "visits", "prevtime"}).str(), "1709632800");
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 1800)), 0u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 3600)), 0u);  // > 3600, not >=
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 60, kIpB)), 1u);  // per IP
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 3601)), 1u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 3700)), 0u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 3 * 3600)), 1u);
+}
+
+TEST(Recipes, LimitToTwo) {
+  Rig rig(std::string(R"C(
+<actions>
+  <action ssh>
+      condition = PORT == 22 && state(IP,visits,num) < 2
+      template  = num_visits
+      template  = iptables_open
+      use       = yes
+  </action>
+</actions>
+      <template num_visits>
+      state     = state(IP,visits,num)++
+      </template>
+)C") + kOpen);
+  EXPECT_EQ(rig.knock_count(kn(kT0)), 1u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 7200)), 1u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 14400)), 0u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 86400)), 0u);
+  EXPECT_EQ(rig.knock_count(kn(kT0, kIpB)), 1u);
+  EXPECT_EQ(rig.engine->state().get({"198.18.0.1", "visits", "num"}).str(), "2");
+}
+
+TEST(Recipes, OneTimeKnockCounter) {
+  Rig rig(std::string(R"C(
+knock   = IP,PORT,FLAG0,CHECKSUM
+<actions>
+  <action otk>
+      condition = PORT == 22 && state(IP,visits,PORT,num) < FLAG0
+      template  = num_visits
+      template  = iptables_open
+      use       = yes
+  </action>
+</actions>
+      <template num_visits>
+      state     = state(IP,visits,PORT,num)++
+      </template>
+)C") + kOpen);
+  EXPECT_EQ(rig.knock_count(kn(kT0, kIpA, 22, 1)), 1u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 3600, kIpA, 22, 1)), 0u);  // replayed
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 7200, kIpA, 22, 2)), 1u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 7300, kIpA, 22, 2)), 0u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 7400, kIpA, 22, 0)), 0u);
+  EXPECT_EQ(rig.engine->state().get({"198.18.0.1", "visits", "22", "num"}).str(), "2");
+}
+
+TEST(Recipes, OneTimeKnockUniqueValue) {
+  Rig rig(std::string(R"C(
+<actions>
+  <action otk>
+      condition = PORT == 22 && ! state(IP,uniqueval,FLAG0)
+      template  = iptables_open
+      template  = keyvisit
+      use       = yes
+  </action>
+</actions>
+      <template keyvisit>
+      state = state(IP,uniqueval,FLAG0)++
+      </template>
+)C") + kOpen);
+  EXPECT_EQ(rig.knock_count(kn(kT0, kIpA, 22, 7)), 1u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 5, kIpA, 22, 7)), 0u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 86400 * 30, kIpA, 22, 7)), 0u);  // never expires
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 10, kIpA, 22, 8)), 1u);
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 10, kIpB, 22, 7)), 1u);
+}
+
+TEST(Recipes, OneTimeKnockExpiringByHourAndDay) {
+  const std::string templ = R"C(
+      <template keyvisit>
+      state = state(IP,uniqueval,THISHOUR,FLAG0)++
+      </template>
+      <template keyvisit_day>
+      state = state(IP,uniqueval,THISDAY,FLAG0)++
+      </template>
+)C";
+  Rig hour(std::string(R"C(
+<actions>
+  <action otk>
+      # one hour
+      condition = PORT == 22 && ! state(IP,uniqueval,THISHOUR,FLAG0)
+      template  = iptables_open
+      template  = keyvisit
+      use       = yes
+  </action>
+</actions>
+)C") + templ + kOpen);
+  EXPECT_EQ(hour.knock_count(kn(kT0 + 300, kIpA, 22, 7)), 1u);    // 10:05
+  EXPECT_EQ(hour.knock_count(kn(kT0 + 1800, kIpA, 22, 7)), 0u);   // 10:30
+  EXPECT_EQ(hour.knock_count(kn(kT0 + 3660, kIpA, 22, 7)), 1u);   // 11:01
+  EXPECT_EQ(hour.knock_count(kn(kT0 + 3700, kIpA, 22, 7)), 0u);
+
+  Rig day(std::string(R"C(
+<actions>
+  <action otk>
+      # one day
+      condition = PORT == 22 && ! state(IP,uniqueval,THISDAY,FLAG0)
+      template  = iptables_open
+      template  = keyvisit_day
+      use       = yes
+  </action>
+</actions>
+)C") + templ + kOpen);
+  EXPECT_EQ(day.knock_count(kn(kT0, kIpA, 22, 7)), 1u);               // 5 March 10:00
+  EXPECT_EQ(day.knock_count(kn(kT0 + 13 * 3600, kIpA, 22, 7)), 0u);   // 23:00
+  EXPECT_EQ(day.knock_count(kn(kT0 + 14 * 3600, kIpA, 22, 7)), 1u);   // 6 March 00:00
+  EXPECT_EQ(day.engine->state().get({"198.18.0.1", "uniqueval", "6", "7"}).str(), "1");
+}
+
+TEST(Recipes, StateInSystemAndCombinedState) {
+  Rig rig(R"C(
+<actions>
+  <action a>
+      condition = PORT == 22 && FLAG0 < 255 && state(IP,visits,num) < 1
+      template  = exec_myprog
+      template  = incr_num_visits
+      template  = combine
+      use       = yes
+  </action>
+</actions>
+      <template exec_myprog>
+      system = "/bin/myprog state(IP,visits,num) FLAG0 LOGIP TIME THISYEAR-THISMONTH-THISDAY"
+      </template>
+      <template incr_num_visits>
+      state     = state(IP,visits,num)++
+      </template>
+      <template combine>
+      state     = state(IP,c) = state(IP,a) + state(IP,b)
+      </template>
+)C");
+  EXPECT_EQ(rig.knock_count(kn(kT0, kIpA, 22, 3)), 1u);
+  // The command is built when its template runs: before the increment.
+  EXPECT_EQ(rig.runner.commands[0].text, "/bin/myprog  3 198.18.0.1 1709632800 2024-3-5");
+  EXPECT_EQ(rig.knock_count(kn(kT0 + 1, kIpA, 22, 3)), 0u);  // runs only once
+  EXPECT_EQ(rig.engine->state().get({"198.18.0.1", "c"}).str(), "0");
+}
+
+TEST(Engine, InjectionIsRefused) {
+  Rig rig(R"C(
+<actions>
+  <action a>
+      condition = PORT == 22
+      template  = evil
+      template  = show
+      template  = show_flag
+  </action>
+</actions>
+<template evil>
+  state = state(IP,name) = "x; touch /tmp/pwned"
+</template>
+<template show>
+  system = "echo state(IP,name)"
+</template>
+<template show_flag>
+  system = "echo FLAG1 FLAG0"
+</template>
+)C");
+  rig.engine->handle(kn(kT0, kIpA, 22, 5));
+  EXPECT_TRUE(rig.runner.commands.empty());  // a string state and an absent FLAG1: both refused
+  EXPECT_EQ(Engine::parse_system("a IPX xIP IP_ $IP:PORT", {}, {}).size(), 4u);
+  StateTree st;
+  std::string why;
+  Vars v = make_vars(kn(kT0).values, *IpAddress::parse("2001:db8::1"), kT0);
+  EXPECT_EQ(Engine::substitute(Engine::parse_system("a IPX xIP IP_ $IP:PORT LOGIP", {}, {}), v, st, &why),
+            "a IPX xIP IP_ $198.18.0.1:22 2001:db8::1");
+}
+
+TEST(Engine, TestModePrintsAndChangesNothing) {
+  std::ostringstream out;
+  EngineOptions o;
+  o.test_mode = true;
+  o.test_output = &out;
+  Rig rig(std::string(R"C(
+<actions>
+  <action ssh>
+      condition = PORT == 22 && state(IP,visits,num) < 2
+      template  = num_visits
+      template  = iptables_open
+  </action>
+  <action close>
+      condition = PORT == 22
+      template  = iptables_open
+      delay     = 0.05
+  </action>
+</actions>
+<template num_visits>
+  state     = state(IP,visits,num)++
+</template>
+)C") + kOpen, o);
+  rig.engine->handle(kn(kT0));
+  rig.engine->handle(kn(kT0));
+  rig.engine->handle(kn(kT0));
+  const std::string cmd = "/sbin/iptables -D INPUT -p tcp -s 198.18.0.1/32 -d 0/0 --dport 22 --syn -j ACCEPT";
+  std::string expected;
+  for (int i = 0; i < 3; ++i)
+    expected += "would set: state(198.18.0.1,visits,num)++\nwould run: " + cmd + "\nwould run after 3s: " + cmd + "\n";
+  EXPECT_EQ(out.str(), expected);
+  EXPECT_TRUE(rig.engine->state().empty());
+  EXPECT_TRUE(rig.engine->pending().empty());
+  EXPECT_TRUE(rig.runner.commands.empty());
+}
+
+TEST(Engine, ConfigErrorsNameFileAndLine) {
+  EXPECT_EQ(config_error("<actions>\n<action a>\ncondition = PORT ==\ntemplate = t\n</action>\n</actions>\n"
+                         "<template t>\nsystem = x\n</template>\n"),
+            "bad.conf:3: in expression, column 8: expected a value, found the end");
+  EXPECT_EQ(config_error("<actions>\n<action a>\ncondition = 1\ntemplate = nope\n</action>\n</actions>\n"),
+            "bad.conf:4: unknown template 'nope' in <action a>");
+  EXPECT_EQ(config_error("<actions>\n<action a>\ncondition = 1\ntemplate = t\ncolour = red\n</action>\n</actions>\n"
+                         "<template t>\nsystem = x\n</template>\n"),
+            "bad.conf:5: unknown key 'colour' in <action a> (expected condition, template, delay, use)");
+  EXPECT_NE(config_error("<actions>\n<action a>\ncondition = 1\ntemplate = t\ndelay = 5 minutes\n</action>\n</actions>\n"
+                         "<template t>\nsystem = x\n</template>\n")
+                .find("bad.conf:5: bad delay"),
+            std::string::npos);
+  EXPECT_NE(config_error("<template t>\nsystem = x\nsate = 1\n</template>\n").find("bad.conf:3: unknown key 'sate'"),
+            std::string::npos);
+  EXPECT_NE(config_error("<template t>\nstate = state(IP)) = 1\n</template>\n").find("bad.conf:2: in expression, column 10"),
+            std::string::npos);
+  EXPECT_NE(config_error("usecache = yes\n").find("needs statecache"), std::string::npos);
+  EXPECT_NE(config_error("<actions>\n<action a>\ncondition = 1\ntemplate = t\nuse = maybe\n</action>\n</actions>\n"
+                         "<template t>\nsystem = x\n</template>\n").find("bad.conf:5: use must be yes or no"),
+            std::string::npos);
+}
+
+TEST(Engine, DelayParsing) {
+  EXPECT_EQ(parse_delay("5"), 300);
+  EXPECT_EQ(parse_delay(" 0.05 "), 0.05 * 60);
+  EXPECT_EQ(parse_delay("30s"), 30);
+  EXPECT_EQ(parse_delay("5m"), 300);
+  EXPECT_EQ(parse_delay("2 h"), 7200);
+  EXPECT_EQ(parse_delay("0"), 0);
+  EXPECT_FALSE(parse_delay("-1"));
+  EXPECT_FALSE(parse_delay("5x"));
+  EXPECT_FALSE(parse_delay("1e9"));
+  EXPECT_FALSE(parse_delay("99999999"));
+  EXPECT_FALSE(parse_delay(""));
+  EXPECT_FALSE(parse_delay("."));
+}
+
+TEST(Engine, UnnamedNamedAndUnusedActions) {
+  Rig rig(R"C(
+<actions>
+  <action first>
+    condition = PORT == 22
+    template = t
+  </action>
+  <action off>
+    condition = 1
+    template = t
+    use = no
+  </action>
+  <action>
+    condition = PORT == 22
+    template = t
+    template = t
+  </action>
+</actions>
+<template t>
+  system = "/bin/true PORT"
+</template>
+)C");
+  EXPECT_EQ(rig.engine->action_count(), 3u);
+  EXPECT_EQ(rig.knock_count(kn(kT0)), 3u);
+}
+
+TEST(Engine, RuntimeErrorSkipsOnlyThatAction) {
+  Rig rig(R"C(
+<actions>
+  <action div>
+    condition = PORT / (FLAG0 - FLAG0) > 1
+    template = t
+  </action>
+  <action statediv>
+    condition = PORT == 22
+    template = bad
+    template = t
+  </action>
+  <action fine>
+    condition = PORT == 22
+    template = t
+  </action>
+</actions>
+<template t>
+  system = "/bin/true"
+</template>
+<template bad>
+  state = state(IP,x) = 1 % 0
+</template>
+)C");
+  EXPECT_EQ(rig.knock_count(kn(kT0, kIpA, 22, 4)), 1u);
+}
+
+TEST(Engine, PersistentStateAndPendingSurviveRestart) {
+  auto dir = temp_dir("persist");
+  const std::string conf = "statecache = " + (dir / "state.cache").string() + "\nusecache = yes\n" + R"C(
+<actions>
+  <action open>
+    condition = PORT == 22 && state(IP,visits,num) < 2
+    template = num
+    template = t
+  </action>
+  <action close>
+    condition = PORT == 22
+    template = t
+    delay = 10m
+  </action>
+</actions>
+<template num>
+  state = state(IP,visits,num)++
+</template>
+<template t>
+  system = "/bin/true IP"
+</template>
+)C";
+  {
+    Rig rig(conf);
+    rig.engine->handle(kn(kT0));
+    rig.engine->handle(kn(kT0 + 60, kIpB));
+    EXPECT_EQ(rig.runner.commands.size(), 2u);
+  }
+  struct stat st {};
+  ASSERT_EQ(stat((dir / "state.cache").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  {
+    Rig rig(conf);  // restarted
+    EXPECT_EQ(rig.engine->state().get({"198.18.0.1", "visits", "num"}).str(), "1");
+    ASSERT_EQ(rig.engine->pending().size(), 2u);
+    EXPECT_EQ(rig.engine->pending()[0].due, kT0 + 600);
+    EXPECT_EQ(rig.engine->pending_descriptions(kT0).at(0),
+              "due 2024-03-05 10:10:00 (in 600s): action close, template t: /bin/true 198.18.0.1");
+    rig.engine->run_due(kT0 + 630);  // the first is overdue: it runs at once
+    ASSERT_EQ(rig.runner.commands.size(), 1u);
+    EXPECT_EQ(rig.runner.commands[0].text, "/bin/true 198.18.0.1");
+    EXPECT_EQ(rig.knock_count(kn(kT0 + 700)), 1u);  // second visit: open only; close is delayed
+  }
+  {
+    Rig rig(conf);
+    EXPECT_EQ(rig.engine->state().get({"198.18.0.1", "visits", "num"}).str(), "2");
+    EXPECT_EQ(rig.engine->pending().size(), 2u);  // 198.18.0.2's close and the new one
+    EXPECT_EQ(rig.knock_count(kn(kT0 + 800)), 0u);
+  }
+  // A reload keeps state and pending commands without reading the file.
+  {
+    Rig old(conf);
+    EngineOptions o;
+    o.load_cache = false;
+    Rig fresh(conf, o);
+    EXPECT_TRUE(fresh.engine->state().empty());
+    fresh.engine->take_over(*old.engine);
+    EXPECT_EQ(fresh.engine->state().get({"198.18.0.1", "visits", "num"}).str(), "2");
+    EXPECT_EQ(fresh.engine->pending().size(), 3u);
+    EXPECT_TRUE(old.engine->pending().empty());
+  }
+  // A corrupt cache is refused with its name, or moved aside with `fresh`.
+  std::ofstream(dir / "state.cache") << "portknock-state 1\nS 1 a i1\n";
+  try {
+    Rig rig(conf);
+    ADD_FAILURE() << "corrupt cache accepted";
+  } catch (const RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find((dir / "state.cache").string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  EngineOptions o;
+  o.fresh = true;
+  o.now = kT0;
+  Rig rig(conf, o);
+  EXPECT_TRUE(rig.engine->state().empty());
+  EXPECT_TRUE(std::filesystem::exists(dir / "state.cache.corrupt-20240305-100000"));
+  std::filesystem::remove_all(dir);
+}

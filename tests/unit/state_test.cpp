@@ -1,0 +1,173 @@
+// The state tree and its cache file: round trip, corrupt and unsafe files, and a writer killed
+// with SIGKILL mid-stream leaving either the old or the new file, never a broken one.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "rules/state.hpp"
+
+using namespace knock;
+using namespace knock::rules;
+
+namespace {
+std::filesystem::path temp_dir(const std::string& name) {
+  auto dir = std::filesystem::path(BINARY_DIR) / ("state_test_" + name + "_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::permissions(dir, std::filesystem::perms::owner_all);
+  return dir;
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    load_cache(path);
+  } catch (const RuntimeError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+}  // namespace
+
+TEST(StateTree, SetGetAndLimits) {
+  StateTree st(StateLimits{5, 3, 8, 16});
+  std::string err;
+  EXPECT_TRUE(st.set({"a", "b"}, Scalar::integer(1), &err));
+  EXPECT_TRUE(st.set({"a", "c"}, Scalar::string("x"), &err));
+  EXPECT_EQ(st.size(), 3u);
+  EXPECT_EQ(st.get({"a", "b"}).str(), "1");
+  EXPECT_FALSE(st.get({"a"}).defined());
+  EXPECT_FALSE(st.get({"zz", "b"}).defined());
+  EXPECT_EQ(st.size(), 3u);  // reads create nothing
+  EXPECT_FALSE(st.set({"a", "b", "c", "d"}, Scalar::integer(1), &err));
+  EXPECT_FALSE(st.set({"123456789"}, Scalar::integer(1), &err));
+  EXPECT_FALSE(st.set({"a"}, Scalar::string(std::string(17, 'x')), &err));
+  EXPECT_TRUE(st.set({"d", "e"}, Scalar::integer(1), &err));
+  EXPECT_FALSE(st.set({"f"}, Scalar::integer(1), &err));
+  EXPECT_NE(err.find("full"), std::string::npos);
+  EXPECT_TRUE(st.set({"a", "b"}, Scalar::integer(2), &err));  // existing keys still change
+}
+
+TEST(StateCache, RoundTrip) {
+  auto dir = temp_dir("roundtrip");
+  const std::string path = (dir / "c").string();
+  StateTree st;
+  st.set({"198.18.0.1", "visits", "num"}, Scalar::integer(2), nullptr);
+  st.set({"198.18.0.1", "visits", "prevtime"}, Scalar::integer(1709632800), nullptr);
+  st.set({"2001:db8::1", "x y", "%", ""}, Scalar::string("a b\n%c\t"), nullptr);
+  st.set({"f"}, Scalar::number(0.1), nullptr);
+  st.set({"u"}, Scalar(), nullptr);
+  st.set({"big"}, Scalar::number(1e300), nullptr);
+  std::vector<PendingCommand> pending = {{1709633100.25, "/sbin/iptables -D INPUT -s 198.18.0.1", "action close, template t"}};
+  ASSERT_EQ(save_cache(path, st, pending), std::nullopt);
+  struct stat s {};
+  ASSERT_EQ(stat(path.c_str(), &s), 0);
+  EXPECT_EQ(s.st_mode & 0777, 0600u);
+  auto loaded = load_cache(path);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(serialize_cache(loaded->state, loaded->pending), serialize_cache(st, pending));
+  EXPECT_EQ(loaded->state.get({"2001:db8::1", "x y", "%", ""}).str(), "a b\n%c\t");
+  EXPECT_EQ(loaded->state.get({"f"}).str(), "0.1");
+  EXPECT_EQ(loaded->state.get({"big"}).str(), "1e+300");
+  EXPECT_EQ(loaded->pending, pending);
+  EXPECT_FALSE(load_cache((dir / "missing").string()));  // absent: start empty
+  for (const auto& entry : std::filesystem::directory_iterator(dir))  // no temp files left
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StateCache, CorruptTruncatedAndUnsafeFilesAreRefused) {
+  auto dir = temp_dir("corrupt");
+  const std::string path = (dir / "c").string();
+  StateTree st;
+  st.set({"a"}, Scalar::integer(1), nullptr);
+  ASSERT_EQ(save_cache(path, st, {}), std::nullopt);
+  std::string good;
+  {
+    std::ifstream in(path);
+    good.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  for (std::size_t cut = 0; cut < good.size(); ++cut) {  // every truncation is caught
+    std::ofstream(path, std::ios::trunc) << good.substr(0, cut);
+    EXPECT_NE(load_error(path).find("state cache " + path), std::string::npos) << cut;
+  }
+  std::ofstream(path, std::ios::trunc) << "portknock-state 1\nS 1 a x1\nend 1\n";
+  EXPECT_NE(load_error(path).find("line 2: bad value"), std::string::npos) << load_error(path);
+  std::ofstream(path, std::ios::trunc) << "portknock-state 1\nS 1 a i1\nend 2\n";
+  EXPECT_NE(load_error(path).find("line 3: record count"), std::string::npos);
+  std::ofstream(path, std::ios::trunc) << good;
+  ASSERT_TRUE(load_cache(path));
+  chmod(path.c_str(), 0622);
+  EXPECT_NE(load_error(path).find("writable by other users (mode 0622)"), std::string::npos) << load_error(path);
+  chmod(path.c_str(), 0600);
+  std::filesystem::create_symlink(path, dir / "link");
+  EXPECT_NE(load_error((dir / "link").string()).find("symbolic link"), std::string::npos);
+  chmod(dir.c_str(), 0777);
+  EXPECT_NE(load_error(path).find("directory"), std::string::npos);
+  chmod(dir.c_str(), 01777);  // sticky, like /tmp: fine
+  EXPECT_TRUE(load_cache(path));
+  chmod(dir.c_str(), 0700);
+  std::string aside = move_cache_aside(path, 1709632800);
+  EXPECT_NE(aside.find(".corrupt-"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(path));
+  EXPECT_TRUE(std::filesystem::exists(aside));
+  std::filesystem::remove_all(dir);
+}
+
+// A child saves a growing state in a loop and reports each completed save on a pipe; it is
+// killed with SIGKILL at an arbitrary moment. The file must load and hold at least the last
+// reported value.
+TEST(StateCache, SurvivesSigkillMidStream) {
+  auto dir = temp_dir("crash");
+  const std::string path = (dir / "c").string();
+  for (int round = 0; round < 5; ++round) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(fds[0]);
+      StateTree st;
+      for (std::uint32_t i = 1;; ++i) {
+        st.set({"n"}, Scalar::integer(i), nullptr);
+        st.set({"k", std::to_string(i % 500)}, Scalar::string(std::string(100, 'x')), nullptr);
+        if (save_cache(path, st, {{1.0 * i, "true", "x"}})) _exit(3);
+        if (write(fds[1], &i, sizeof i) != sizeof i) _exit(4);
+      }
+    }
+    close(fds[1]);
+    std::uint32_t last = 0, value = 0;
+    const std::uint32_t wait_for = 20 + static_cast<std::uint32_t>(round) * 37;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (last < wait_for && std::chrono::steady_clock::now() < deadline &&
+           read(fds[0], &value, sizeof value) == sizeof value)
+      last = value;
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    while (read(fds[0], &value, sizeof value) == sizeof value) last = value;  // reported before death
+    close(fds[0]);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    ASSERT_GE(last, wait_for);
+    auto loaded = load_cache(path);
+    ASSERT_TRUE(loaded);
+    EXPECT_GE(loaded->state.get({"n"}).num(), last);
+    ASSERT_EQ(loaded->pending.size(), 1u);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(OverlayState, WritesStayInTheOverlay) {
+  StateTree st;
+  st.set({"a"}, Scalar::integer(1), nullptr);
+  OverlayState o(st);
+  EXPECT_TRUE(o.set({"a"}, Scalar::integer(5), nullptr));
+  EXPECT_EQ(o.get({"a"}).str(), "5");
+  EXPECT_EQ(st.get({"a"}).str(), "1");
+}
