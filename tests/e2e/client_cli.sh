@@ -90,6 +90,9 @@ printf 'knock = IP,PORT\nportspan = 1000-1255\n\niv = perhaps\n' > "$WORK/bad.co
 expect2 "bad.conf:4: iv must be yes or no" "$K" -conf "$WORK/bad.conf" -test -client 198.18.0.2 -port 1
 
 # -h and -man.
-"$K" -h | grep -q "^usage: knockclient" || fail "-h prints no usage"
-"$K" -man | grep -q '^\.TH KNOCKCLIENT 1' || fail "-man does not print the roff page when stdout is not a terminal"
+"$K" -h > "$WORK/h" || fail "-h exited $?"
+grep -q "^usage: knockclient" "$WORK/h" || fail "-h prints no usage"
+"$K" -man > "$WORK/man" || fail "-man exited $?"
+grep -q '^\.TH KNOCKCLIENT 1' "$WORK/man" || fail "-man does not print the roff page when stdout is not a terminal"
+grep -q '^\.SH EXIT STATUS' "$WORK/man" || fail "-man prints an incomplete page"
 echo "ok: knockclient command line"

@@ -84,7 +84,8 @@ tcpdump -n -r "$WORK/cap.pcap" 2>/dev/null > "$WORK/cap.txt"
 tcp_ports=$(awk '$0 ~ /Flags/ { split($5, a, "."); sub(":", "", a[5]); print a[5] }' "$WORK/cap.txt" | paste -sd,)
 tcp_other=$(grep Flags "$WORK/cap.txt" | grep -vc 'Flags \[S\],' || true)
 udp_ports=$(awk '$0 ~ /UDP/ { split($5, a, "."); sub(":", "", a[5]); print a[5] }' "$WORK/cap.txt" | paste -sd,)
-grep -E 'Flags|UDP' "$WORK/cap.txt" | grep -vq '^[0-9:.]* IP 198\.18\.0\.2\.' && fail "a packet not from 198.18.0.2"
+foreign=$(grep -E 'Flags|UDP' "$WORK/cap.txt" | grep -vc '^[0-9:.]* IP 198\.18\.0\.2\.' || true)
+[ "$foreign" = 0 ] || fail "$foreign packets not from 198.18.0.2"
 [ "$tcp_other" = 0 ] || fail "TCP packets other than a bare SYN were sent: $(grep Flags "$WORK/cap.txt" | grep -v 'Flags \[S\],' | head -3)"
 [ "$tcp_ports" = "$expected" ] || fail "TCP SYNs seen: $tcp_ports; expected (one each, in order): $expected"
 [ "$udp_ports" = "$expected" ] || fail "UDP datagrams seen: $udp_ports; expected: $expected"

@@ -141,7 +141,7 @@ TEST(LogFormat, HostileLines) {
   // catastrophic backtracking is bounded by the match limit: no match, no hang
   const std::string evil = "SRC=198.18.0.1 " + std::string(5000, 'a');
   EXPECT_FALSE(f.parse_line(evil, 0));
-  static const char kBinary[] = "SRC=198.18.0.1\0\xff\xfe ab123";
+  static const char kBinary[] = "SRC=198.18.0.1 \0\xff\xfe ab123";
   const std::string binary(kBinary, sizeof kBinary - 1);
   const auto o = f.parse_line(binary, 0);
   ASSERT_TRUE(o);

@@ -111,7 +111,9 @@ EthFilter& EthFilter::operator=(EthFilter&&) noexcept = default;
 EthFilter::EthFilter(const config::Value& block) : impl_(std::make_unique<Impl>()) {
   if (!block.is_object()) throw ConfigError(block.where(), "ethfilter must be a block");
   std::uint32_t pairs = 1;
-  for (const auto& [key, value] : block.members()) {
+  for (const auto& member : block.members()) {
+    const std::string& key = member.first;
+    const config::Value& value = member.second;
     const bool known = key == "proto" || key == "flags" ||
                        std::find_if(kFieldNames.begin(), kFieldNames.end(), [&](const char* n) {
                          return key == n;
