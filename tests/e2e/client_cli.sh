@@ -9,6 +9,8 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/client_cli.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 export HOME="$WORK"  # no ~/.knockclient.conf from the user running the tests
+# An empty one, so that the search list stops here rather than at the shipped etc/ next to the build.
+: >"$HOME/.knockclient.conf"
 
 # The facts.md example: 198.18.0.2 (= 198,18,0,2), port 22, FLAG0 1, checksum 241, 256-port span.
 out=$("$K" -test -client 198.18.0.2 -port 22 -flag0 1 -knock IP,PORT,FLAG0,CHECKSUM -portspan 1000-1255 2>"$WORK/err")
@@ -35,7 +37,7 @@ a=$("$K" "${common[@]}" -key 's3cret' 2>"$WORK/err")
 grep -q "visible to every user" "$WORK/err" || fail "no warning for -key on the command line"
 b=$(printf 's3cret\n' | "$K" "${common[@]}" -key - 2>"$WORK/err")
 [ ! -s "$WORK/err" ] || fail "warning for -key -: $(cat "$WORK/err")"
-printf 's3cret\n' > "$WORK/key"
+printf 's3cret\n' > "$WORK/key"; chmod 600 "$WORK/key"
 c=$("$K" "${common[@]}" -keyfile "$WORK/key")
 [ "$a" = "$b" ] && [ "$b" = "$c" ] || fail "key sources disagree: $a / $b / $c"
 [ "$(echo "$a" | tr ',' '\n' | wc -l)" = 16 ] || fail "Twofish knock is not 16 ports: $a"

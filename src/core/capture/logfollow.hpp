@@ -43,7 +43,8 @@ class LogFollower {
   // Seconds until read_lines() should run even without an inotify event (0: now).
   double next_check_in() const;
   // Drains inotify, checks the file (rotation, truncation, appearance) and delivers every
-  // complete new line (without its '\n' or "\r\n"), up to max_bytes_per_call.
+  // complete new line (without its '\n' or "\r\n"), up to max_bytes_per_call. The view is
+  // valid only during the callback.
   void read_lines(const LineCallback& callback);
 
   bool is_open() const { return current_.fd >= 0; }

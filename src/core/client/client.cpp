@@ -11,6 +11,7 @@
 
 #include "config/tree.hpp"
 #include "util/log.hpp"
+#include "util/files.hpp"
 #include "util/manpages.hpp"
 
 namespace knock::client {
@@ -69,37 +70,6 @@ std::uint32_t parse_number(const codec::SettingText& v, std::uint32_t max, std::
   return n;
 }
 
-std::string first_line(std::string text) {
-  const auto nl = text.find('\n');
-  std::string line = text.substr(0, nl);
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  secure_wipe(text.data(), text.size());
-  return line;
-}
-
-std::string read_key_file(const std::string& path, const Location& where) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ConfigError(where, "cannot read key file " + path);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (text.size() > 4096) throw ConfigError(where, "key file " + path + " is larger than 4096 bytes");
-  return first_line(std::move(text));
-}
-
-bool is_terminal_with_man() {
-  return ::isatty(STDOUT_FILENO) == 1 && ::access("/usr/bin/man", X_OK) == 0;
-}
-
-void print_man() {
-  const auto page = manpages::client();
-  if (is_terminal_with_man()) {
-    if (FILE* p = ::popen("man -l -", "w")) {
-      std::fwrite(page.data(), 1, page.size(), p);
-      if (::pclose(p) == 0) return;
-    }
-  }
-  std::fwrite(page.data(), 1, page.size(), stdout);
-}
-
 }  // namespace
 
 const std::vector<cli::OptionSpec>& option_specs() {
@@ -136,7 +106,9 @@ ClientPlan make_plan(const cli::ParsedArgs& args, const config::Value* root,
   if (auto k = args.get("key")) {
     const Location where{"option -key", 0};
     if (*k == "-") {
-      key = codec::SettingText{first_line(read_stdin()), where};
+      std::string input = read_stdin();
+      const SecureBytes line = first_line_of(input);
+      key = codec::SettingText{std::string(line.begin(), line.end()), where};
       if (key->text.empty()) throw ConfigError(where, "no key on standard input (-key -)");
     } else {
       key = codec::SettingText{*k, where};
@@ -144,10 +116,12 @@ ClientPlan make_plan(const cli::ParsedArgs& args, const config::Value* root,
     }
   } else if (auto f = args.get("keyfile")) {
     const Location where{"option -keyfile", 0};
-    key = codec::SettingText{read_key_file(*f, where), where};
+    const SecureBytes bytes = read_key_file(*f, where);
+    key = codec::SettingText{std::string(bytes.begin(), bytes.end()), where};
   } else if (auto kf = src.get("keyfile")) {
     if (root->find("key") != nullptr) throw ConfigError(kf->where, "give either key or keyfile, not both");
-    key = codec::SettingText{read_key_file(kf->text, kf->where), kf->where};
+    const SecureBytes bytes = read_key_file(kf->text, kf->where);
+    key = codec::SettingText{std::string(bytes.begin(), bytes.end()), kf->where};
   } else {
     key = src.get("key");
   }
@@ -223,7 +197,7 @@ int run(int argc, const char* const* argv) {
       return kExitOk;
     }
     if (args.has("man")) {
-      print_man();
+      manpages::print(manpages::client());
       return kExitOk;
     }
     if (args.has("debug")) log::set_level(log::Level::Debug);

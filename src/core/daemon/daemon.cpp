@@ -22,6 +22,7 @@
 #include "util/cli.hpp"
 #include "util/error.hpp"
 #include "util/log.hpp"
+#include "util/files.hpp"
 #include "util/manpages.hpp"
 
 namespace knock::daemon {
@@ -233,6 +234,8 @@ class Daemon {
       const double now = wall_clock();
       if (auto due = current_->engine->next_due()) wait = std::min(wait, std::max(0.0, *due - now));
       if (follower) wait = std::min(wait, follower->next_check_in());
+      // A child's exit closes its stderr pipe slightly before waitpid() can collect it.
+      if (current_->engine->commands_busy()) wait = std::min(wait, 0.005);
       pollfd fds[3] = {{signal_fd, POLLIN, 0}, {-1, POLLIN, 0}, {current_->engine->command_fd(), POLLIN, 0}};
       fds[1].fd = packets ? packets->selectable_fd() : follower->fd();
       const int timeout_ms = static_cast<int>(std::ceil(wait * 1000));
@@ -289,17 +292,6 @@ class Daemon {
 
 }  // namespace
 
-// Prints a man page through man(1) when a person reads it on a terminal, else the roff source.
-void print_manpage(std::string_view roff) {
-  if (isatty(STDOUT_FILENO) && access("/usr/bin/man", X_OK) == 0) {
-    if (FILE* pipe = popen("/usr/bin/man -l -", "w")) {
-      fwrite(roff.data(), 1, roff.size(), pipe);
-      if (pclose(pipe) == 0) return;
-    }
-  }
-  fwrite(roff.data(), 1, roff.size(), stdout);
-}
-
 int main(int argc, const char* const* argv) {
   log::set_program("knockdaemon");
   try {
@@ -314,12 +306,14 @@ int main(int argc, const char* const* argv) {
       return kExitOk;
     }
     if (args.has("man")) {
-      print_manpage(manpages::daemon());
+      manpages::print(manpages::daemon());
       return kExitOk;
     }
     if (args.has("debug") && args.has("quiet")) throw ConfigError("-debug and -quiet exclude each other");
     if (args.has("debug")) log::set_level(log::Level::Debug);
     if (args.has("quiet")) log::set_level(log::Level::Error);
+    // -check and -dumpconfig answer in one line (or JSON) unless asked for more.
+    if ((args.has("check") || args.has("dumpconfig")) && !args.has("debug")) log::set_level(log::Level::Warning);
 
     std::string conf_path;
     if (auto explicit_path = args.get("conf")) {

@@ -10,6 +10,7 @@
 #include <charconv>
 #include <cmath>
 
+#include "util/files.hpp"
 #include "util/log.hpp"
 
 namespace knock::daemon {
@@ -81,46 +82,6 @@ void check_keys(const config::Value& root) {
 }
 
 }  // namespace
-
-void check_not_writable_by_others(const std::string& path, const Location& where) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return;  // the caller reports a missing file its own way
-  if ((st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0))
-    throw ConfigError(where, path + " is writable by other users (mode " +
-                                 std::to_string((st.st_mode >> 6) & 7) + std::to_string((st.st_mode >> 3) & 7) +
-                                 std::to_string(st.st_mode & 7) + "); refusing it: run chmod go-w " + path);
-  if (st.st_uid != 0 && st.st_uid != geteuid())
-    throw ConfigError(where, path + " belongs to another user (uid " + std::to_string(st.st_uid) + "); refusing it");
-}
-
-SecureBytes read_key_file(const std::string& path, const Location& where) {
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    const int saved = errno;
-    throw ConfigError(where, "cannot read key file " + path + ": " + errno_message(saved));
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096) {
-    close(fd);
-    throw ConfigError(where, "key file " + path + " must be a regular file of at most 4096 bytes");
-  }
-  check_not_writable_by_others(path, where);
-  if ((st.st_mode & (S_IROTH | S_IRGRP)) != 0)
-    log::warning("key file " + path + " is readable by other users; run chmod 600 " + path);
-  SecureBytes key(static_cast<std::size_t>(st.st_size));
-  std::size_t have = 0;
-  while (have < key.size()) {
-    const ssize_t n = read(fd, key.data() + have, key.size() - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    have += static_cast<std::size_t>(n);
-  }
-  close(fd);
-  while (have > 0 && (key[have - 1] == '\n' || key[have - 1] == '\r')) --have;
-  key.resize(have);
-  if (key.empty()) throw ConfigError(where, "key file " + path + " is empty");
-  return key;
-}
 
 Settings load_settings(const config::Value& root) {
   if (!root.is_object()) throw ConfigError(root.where(), "the configuration is not a set of keys");

@@ -38,12 +38,4 @@ struct Settings {
 // is given, so network-mode keys are still checked but the interface is not needed.
 Settings load_settings(const config::Value& root);
 
-// Refuses (ConfigError) a file that other users can write, or that sits in a directory they can
-// write, as sshd does: they could change what the daemon runs as root.
-void check_not_writable_by_others(const std::string& path, const Location& where);
-
-// Reads a key file: the whole file, without a final newline; refused when other users can
-// write it, warned when they can read it.
-SecureBytes read_key_file(const std::string& path, const Location& where);
-
 }  // namespace knock::daemon

@@ -464,6 +464,8 @@ void Engine::reap() noexcept {
 
 int Engine::command_fd() const { return own_runner_ ? own_runner_->poll_fd() : -1; }
 
+bool Engine::commands_busy() const { return own_runner_ && own_runner_->busy(); }
+
 bool Engine::wait_for_commands(double timeout_seconds) noexcept {
   if (own_runner_) return own_runner_->wait_idle(timeout_seconds);
   reap();

@@ -61,6 +61,8 @@ class Engine {
   // Readable when a running command wrote to stderr or exited (then call reap()); -1 when
   // there is none. Poll it with a timeout of at most a second.
   int command_fd() const;
+  // Commands running or queued: the caller should reap() soon.
+  bool commands_busy() const;
   // Waits (reaping) until no command runs or is queued, at most `timeout_seconds`.
   bool wait_for_commands(double timeout_seconds = 60) noexcept;
 

@@ -35,7 +35,9 @@ class RecordingRunner final : public CommandRunner {
 };
 
 struct ShellRunnerOptions {
-  std::size_t max_children = 8;    // running at once; the rest wait in a queue
+  // Running at once; the rest wait in a queue. One by default: commands run in the order the
+  // knocks asked for them, so a firewall's close never overtakes its open.
+  std::size_t max_children = 1;
   std::size_t max_queue = 256;     // beyond this, commands are refused (and logged)
   std::size_t stderr_bytes = 2048; // kept from a child's stderr for the log
   std::size_t stderr_lines = 5;    // lines of it logged

@@ -1,0 +1,63 @@
+#include "util/files.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "util/log.hpp"
+
+namespace knock {
+
+void check_not_writable_by_others(const std::string& path, const Location& where) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return;
+  if ((st.st_mode & S_IWOTH) != 0 || ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0)) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 0777));
+    throw ConfigError(where, path + " is writable by other users (mode " + mode + "); refusing it: chmod go-w " + path);
+  }
+  if (st.st_uid != 0 && st.st_uid != geteuid())
+    throw ConfigError(where, path + " belongs to another user (uid " + std::to_string(st.st_uid) + "); refusing it");
+}
+
+SecureBytes first_line_of(std::string& text) {
+  std::size_t end = text.find('\n');
+  if (end == std::string::npos) end = text.size();
+  if (end > 0 && text[end - 1] == '\r') --end;
+  SecureBytes line(reinterpret_cast<const std::uint8_t*>(text.data()), end);
+  secure_wipe(text.data(), text.size());
+  return line;
+}
+
+SecureBytes read_key_file(const std::string& path, const Location& where) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0) {
+    const int saved = errno;
+    throw ConfigError(where, "cannot read key file " + path + ": " + errno_message(saved));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > 4096) {
+    close(fd);
+    throw ConfigError(where, "key file " + path + " must be a regular file of at most 4096 bytes");
+  }
+  check_not_writable_by_others(path, where);
+  if ((st.st_mode & (S_IROTH | S_IRGRP)) != 0)
+    log::warning("key file " + path + " is readable by other users; chmod 600 " + path);
+  std::string text(static_cast<std::size_t>(st.st_size), '\0');
+  std::size_t have = 0;
+  while (have < text.size()) {
+    const ssize_t n = read(fd, text.data() + have, text.size() - have);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    have += static_cast<std::size_t>(n);
+  }
+  close(fd);
+  text.resize(have);
+  SecureBytes key = first_line_of(text);
+  if (key.empty()) throw ConfigError(where, "key file " + path + " is empty");
+  return key;
+}
+
+}  // namespace knock
