@@ -9,6 +9,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 BIN=$(cd "$1" && pwd); MODE=$2; FW=$3; DEMO=${4:-}
+# DAEMON_USER=NAME: the daemon drops root for NAME once its capture is open (config key user).
+DAEMON_USER=${DAEMON_USER:-}
 source "$here/netns.bash"
 SOURCE_DIR=${SOURCE_DIR:-$(cd "$here/../.." && pwd)}
 
@@ -103,8 +105,9 @@ cipher   = Blowfish
 iv       = yes
 key      = $KEY
 
-statecache = $E2E_TMP/state.cache
+statecache = $E2E_TMP/state/state.cache
 usecache   = yes
+${DAEMON_USER:+user = $DAEMON_USER}
 
 <actions>
   <action open>
@@ -139,6 +142,11 @@ iv       = yes
 key      = $KEY
 CONF
 chmod 600 "$E2E_TMP"/*.conf
+mkdir -m 700 "$E2E_TMP/state"
+if [ -n "$DAEMON_USER" ]; then
+  # The dropped user reads the config on SIGHUP and writes the state cache.
+  chmod 755 "$E2E_TMP"; chmod 644 "$E2E_TMP/knockdaemon.conf"; chown "$DAEMON_USER" "$E2E_TMP/state"
+fi
 
 step "Start knockdaemon on the server ($MODE mode)"
 "$BIN/knockdaemon" -check -conf "$E2E_TMP/knockdaemon.conf" || fail "config check failed"
@@ -182,8 +190,8 @@ step "SIGTERM stops the daemon cleanly with its state saved"
 kill -TERM "$DAEMON_PID"
 status=0; wait "$DAEMON_PID" || status=$?
 [ "$status" -eq 0 ] || fail "daemon exited with $status on SIGTERM; log: $(tail -5 "$E2E_TMP/daemon.log")"
-grep -q "visits" "$E2E_TMP/state.cache" || fail "state cache lacks the visit counter"
-tell "exit status 0; state cache: $E2E_TMP/state.cache"
+grep -q "visits" "$E2E_TMP/state/state.cache" || fail "state cache lacks the visit counter"
+tell "exit status 0; state cache: $E2E_TMP/state/state.cache"
 if [ -n "$DEMO" ]; then
   printf '\nThe daemon said:\n'; sed 's/^/    /' "$E2E_TMP/daemon.log"
 fi

@@ -247,7 +247,9 @@ TEST(LivePcapSource, LoopbackIsNonBlocking) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root for a live capture";
   std::unique_ptr<LivePcapSource> src;
   try {
-    src = std::make_unique<LivePcapSource>("lo", "tcp dst port 9 and dst host 198.18.0.1");
+    // the generic filter, which the source extends with a VLAN branch for Ethernet
+    src = std::make_unique<LivePcapSource>(
+        "lo", bpf_filter(filter_from("proto = TCP\nflags = SYN\ndest_ip = ^198\\.18\\.0\\.1$\n"), {9}));
   } catch (const RuntimeError& e) {
     GTEST_SKIP() << e.what();
   }
@@ -396,4 +398,37 @@ TEST(BpfFilter, LargeFragmentedSpanStaysSmallAndASuperset) {
   const std::string expr = bpf_filter(f, scattered, kDltRaw);
   EXPECT_TRUE(bpf_passes(kDltRaw, expr, build_frame(kDltRaw, spec("198.18.0.2", "198.18.0.1", 15050))));
   EXPECT_FALSE(bpf_passes(kDltRaw, expr, build_frame(kDltRaw, spec("198.18.0.2", "198.18.0.1", 15100))));
+}
+
+TEST(BpfFilter, SourcesAdaptTheGenericFilterToTheirLink) {
+  EXPECT_EQ(link_filter("", kDltEn10mb), "");
+  EXPECT_EQ(link_filter("tcp", kDltEn10mb), "(tcp) or (vlan and (tcp))");
+  EXPECT_EQ(link_filter("vlan and tcp", kDltEn10mb), "vlan and tcp");
+  EXPECT_EQ(link_filter("tcp", kDltLinuxSll), "(tcp) or ether proto 0x8100 or ether proto 0x88a8");
+  EXPECT_EQ(link_filter("tcp", kDltRaw), "tcp");
+  EXPECT_EQ(link_filter("tcp", kDltNull), "");
+  EXPECT_EQ(link_filter("tcp", kDltLoop), "");
+
+  TempDir dir;
+  const EthFilter f = filter_from("proto = IP_PROTO_TCP\nflags = SYN\n");
+  const std::string generic = bpf_filter(f, {2000, 2001, 2002});
+  for (int dlt : {kDltEn10mb, kDltLinuxSll, kDltLinuxSll2, kDltRaw, kDltNull, kDltLoop}) {
+    SCOPED_TRACE(dlt);
+    const std::string path = dir.file("adapt" + std::to_string(dlt) + ".pcap");
+    {
+      PcapWriter w(path, dlt);
+      PacketSpec tagged = spec("198.18.0.2", "198.18.0.1", 2000);
+      if (dlt != kDltRaw && dlt != kDltNull && dlt != kDltLoop) tagged.vlan_tags = {3};
+      w.add(tagged, 1);
+      w.add(spec("2001:db8::2", "2001:db8::1", 2001), 2);
+      w.add(spec("198.18.0.2", "198.18.0.1", 2002, kTcpAck), 3);  // not SYN: the kernel drops it
+      w.add(spec("198.18.0.2", "198.18.0.1", 80), 4);             // outside the span
+    }
+    OfflinePcapSource src(path, generic);
+    const auto obs = read_all(src);
+    const bool filtered = dlt != kDltNull && dlt != kDltLoop;
+    ASSERT_EQ(obs.size(), filtered ? 2u : 4u);
+    EXPECT_EQ(obs[0].dest_port, 2000);
+    EXPECT_EQ(obs[1].source.str(), "2001:db8::2");
+  }
 }

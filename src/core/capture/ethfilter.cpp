@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "capture/packet.hpp"
+#include "capture/pcap_source.hpp"
 
 namespace knock::capture {
 
@@ -212,9 +213,6 @@ std::string port_clause(const std::vector<std::uint16_t>& span, std::size_t max_
 
 std::string bpf_filter(const EthFilter& filter, const std::vector<std::uint16_t>& span_ports,
                        int dlt, std::size_t max_ranges) {
-  // libpcap tests BSD loopback headers against the compiling host's AF_INET6 (10 on Linux),
-  // so IPv6 from a BSD capture would never pass: leave these link types to matches().
-  if (dlt == kDltNull || dlt == kDltLoop) return "";
   const std::uint8_t mask = filter.flags_mask();
   std::string tcp = "tcp";
   if (mask != 0)
@@ -228,8 +226,7 @@ std::string bpf_filter(const EthFilter& filter, const std::vector<std::uint16_t>
   std::string expr = proto;
   const std::string ports = port_clause(span_ports, max_ranges);
   if (!ports.empty()) expr += " and " + ports;
-  if (dlt == kDltEn10mb) expr = "(" + expr + ") or (vlan and (" + expr + "))";
-  return expr;
+  return dlt < 0 ? expr : link_filter(expr, dlt);
 }
 
 }  // namespace knock::capture

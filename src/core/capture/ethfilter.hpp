@@ -49,9 +49,10 @@ std::optional<std::uint8_t> parse_ip_proto(const std::string& text);
 // A libpcap filter expression passing the filter's protocol, its TCP flags (IPv4 only: tcp[]
 // offsets do not follow IPv6 headers) and destination ports in the span, compressed into
 // portranges. More than max_ranges runs are merged over the smallest gaps (a superset: the
-// tracker ignores ports outside the span). For Ethernet (dlt 1), VLAN-tagged frames are passed
-// too. Empty string = no filter (always for BSD loopback, dlt 0 and 108). IPv6 packets with extension headers before TCP/UDP do not pass
-// a port or protocol test in BPF (libpcap does not chase the header chain).
+// tracker ignores ports outside the span). Empty string = no filter. With dlt >= 0 the result
+// is link_filter(expr, dlt) (see pcap_source.hpp; the sources apply it themselves, so give them
+// the dlt = -1 form). IPv6 packets with extension headers before TCP/UDP do not pass a port or
+// protocol test in BPF (libpcap does not chase the header chain).
 std::string bpf_filter(const EthFilter& filter, const std::vector<std::uint16_t>& span_ports,
                        int dlt = -1, std::size_t max_ranges = 64);
 

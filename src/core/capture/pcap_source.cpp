@@ -60,7 +60,18 @@ void check_link(pcap_t* handle, const std::string& what) {
 
 }  // namespace
 
-void set_bpf_filter(pcap_t* handle, const std::string& expr) {
+std::string link_filter(const std::string& expr, int dlt) {
+  if (expr.empty() || dlt == kDltNull || dlt == kDltLoop) return "";
+  if (dlt == kDltEn10mb && expr.find("vlan") == std::string::npos)
+    return "(" + expr + ") or (vlan and (" + expr + "))";
+  // libpcap has no `vlan` for cooked captures: let tagged frames through to matches()
+  if ((dlt == kDltLinuxSll || dlt == kDltLinuxSll2) && expr.find("0x8100") == std::string::npos)
+    return "(" + expr + ") or ether proto 0x8100 or ether proto 0x88a8";
+  return expr;
+}
+
+void set_bpf_filter(pcap_t* handle, const std::string& given) {
+  const std::string expr = link_filter(given, pcap_datalink(handle));
   if (expr.empty()) return;
   bpf_program prog{};
   if (pcap_compile(handle, &prog, expr.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0)

@@ -99,7 +99,14 @@ class OfflinePcapSource final : public PacketSource {
   CaptureStats stats_;
 };
 
-// Compiles expr for handle (optimised) and installs it; throws RuntimeError with pcap's message.
+// expr adapted to link type dlt: for Ethernet, VLAN-tagged frames are also tested (unless expr
+// already mentions vlan); for Linux cooked captures (no `vlan` in libpcap for them) every
+// VLAN-tagged frame passes (the kernel strips tags live; this is for capture files); for BSD loopback (0, 108) no filter at all, because libpcap tests
+// their IPv6 headers against the compiling host's AF_INET6 value (10 on Linux) and would drop
+// IPv6 from BSD captures. Both sources apply this to the filter they are given.
+std::string link_filter(const std::string& expr, int dlt);
+// Compiles link_filter(expr) for handle (optimised) and installs it; throws RuntimeError with
+// pcap's message.
 void set_bpf_filter(pcap_t* handle, const std::string& expr);
 // True when expr compiles for link type dlt; error (if given) receives pcap's message otherwise.
 bool bpf_compiles(int dlt, const std::string& expr, std::string* error = nullptr,

@@ -16,6 +16,7 @@
 #include "capture/logfollow.hpp"
 #include "capture/pcap_source.hpp"
 #include "config/tree.hpp"
+#include "daemon/privileges.hpp"
 #include "daemon/settings.hpp"
 #include "rules/engine.hpp"
 #include "tracker/tracker.hpp"
@@ -31,14 +32,15 @@ namespace {
 const std::vector<cli::OptionSpec> kOptions = {
     {"conf", true}, {"debug", false}, {"quiet", false}, {"test", false}, {"h", false},
     {"help", false}, {"man", false}, {"check", false}, {"dumpconfig", false}, {"pcap", true},
-    {"version", false},
+    {"version", false}, {"fresh", false},
 };
 
 constexpr const char* kUsage =
-    "usage: knockdaemon [-conf FILE] [-debug | -quiet] [-test] [-pcap FILE]\n"
+    "usage: knockdaemon [-conf FILE] [-debug | -quiet] [-test] [-pcap FILE] [-fresh]\n"
     "       knockdaemon -check [-conf FILE]      validate the configuration and exit\n"
     "       knockdaemon -dumpconfig [-conf FILE] print the parsed configuration as JSON\n"
     "       knockdaemon -h | -man | -version\n"
+    "-fresh: a damaged state cache is moved aside (PATH.corrupt-TIME) instead of refused.\n"
     "Options may be written with one dash or two (-conf FILE, --conf=FILE).\n"
     "Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.\n";
 
@@ -85,8 +87,8 @@ struct Generation {
 
 class Daemon {
  public:
-  Daemon(std::string conf_path, bool test_mode, std::optional<std::string> pcap_file)
-      : conf_path_(std::move(conf_path)), test_mode_(test_mode), pcap_file_(std::move(pcap_file)) {}
+  Daemon(std::string conf_path, bool test_mode, bool fresh, std::optional<std::string> pcap_file)
+      : conf_path_(std::move(conf_path)), test_mode_(test_mode), fresh_(fresh), pcap_file_(std::move(pcap_file)) {}
 
   // Reads and validates everything; throws ConfigError.
   std::unique_ptr<Generation> load(bool initial = true) const {
@@ -98,6 +100,7 @@ class Daemon {
     options.test_mode = test_mode_;
     options.test_output = &std::cout;
     options.load_cache = initial;
+    options.fresh = fresh_;
     options.now = wall_clock();
     g->engine = std::make_unique<rules::Engine>(g->root, options);
     return g;
@@ -221,6 +224,10 @@ class Daemon {
       }
     };
     open_source();
+    if (const auto& user = current_->settings.user; user && !dropped_) {
+      drop_privileges(*user);
+      dropped_ = true;
+    }
 
     auto on_line = [&](std::string_view line) {
       const auto o = current_->settings.logformat->parse_line(line, wall_clock());
@@ -282,6 +289,8 @@ class Daemon {
 
   std::string conf_path_;
   bool test_mode_;
+  bool fresh_;
+  bool dropped_ = false;
   std::optional<std::string> pcap_file_;
   std::unique_ptr<Generation> current_;
   Decoder decoder_;
@@ -330,7 +339,7 @@ int main(int argc, const char* const* argv) {
       return kExitOk;
     }
     log::info("configuration: " + conf_path);
-    Daemon daemon(conf_path, args.has("test") || args.has("check"), args.get("pcap"));
+    Daemon daemon(conf_path, args.has("test") || args.has("check"), args.has("fresh"), args.get("pcap"));
     if (args.has("check")) {
       daemon.load();
       std::printf("%s: configuration OK\n", conf_path.c_str());

@@ -345,7 +345,9 @@ void Engine::load_cache_settings(const config::Value& root) {
   try {
     contents = load_cache(cache_path_, options_.state_limits, options_.max_pending);
   } catch (const RuntimeError& e) {
-    if (!options_.fresh) throw;
+    if (!options_.fresh)
+      throw RuntimeError(std::string(e.what()) +
+                         "; to keep it aside and start with an empty state, run knockdaemon -fresh");
     std::string aside = move_cache_aside(cache_path_, options_.now);
     log::warning(std::string(e.what()) + "; moved it to " + aside + " and starting with an empty state");
   }
