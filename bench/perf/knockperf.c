@@ -1,7 +1,7 @@
 // knockperf: the small measuring tool of scripts/bench.sh (built there with cc, not CMake).
 //
 //   knockperf listen PORT                 accept and close TCP connections forever
-//   knockperf knock SERVER TARGET TIMEOUT_MS GAP_US P1,P2,...
+//   knockperf knock SERVER TARGET TIMEOUT_MS GAP_US P1,P2,... [SOURCE]
 //        sends one SYN to each knock port (non-blocking connect, closed at once, as knockclient
 //        does), then probes SERVER:TARGET with a new SYN every 100 us until one connects.
 //        Prints "OK <latency_us> <last_knock_mono_ns>" or "TIMEOUT <last_knock_mono_ns>".
@@ -58,9 +58,12 @@ static struct sockaddr_in addr_of(const char* ip, int port) {
 }
 
 // A non-blocking connect: the SYN leaves inside connect().
+static const struct sockaddr_in* g_source;  // knock and probes from this address when set
+
 static int start_connect(const struct sockaddr_in* a) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) die("socket");
+  if (g_source && bind(fd, (const struct sockaddr*)g_source, sizeof *g_source) != 0) die("bind");
   struct linger lg = {1, 0};  // close() aborts: no retransmission, port freed at once
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   if (connect(fd, (const struct sockaddr*)a, sizeof *a) != 0 && errno != EINPROGRESS) {
@@ -250,8 +253,14 @@ static int cmd_flood(const char* dst, int lo, int hi, double seconds) {
 
 int main(int argc, char** argv) {
   if (argc >= 3 && !strcmp(argv[1], "listen")) return cmd_listen(atoi(argv[2]));
-  if (argc >= 7 && !strcmp(argv[1], "knock"))
+  if (argc >= 7 && !strcmp(argv[1], "knock")) {
+    static struct sockaddr_in src;
+    if (argc >= 8) {
+      src = addr_of(argv[7], 0);
+      g_source = &src;
+    }
     return cmd_knock(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
+  }
   if (argc >= 3 && !strcmp(argv[1], "stamp")) return cmd_stamp(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "run")) return cmd_run(argv[2]);
   if (argc >= 6 && !strcmp(argv[1], "flood")) return cmd_flood(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]));

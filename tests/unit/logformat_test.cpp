@@ -33,7 +33,7 @@ std::vector<std::string> split(const std::string& s, char sep) {
 }  // namespace
 
 TEST(LogFormat, ShippedFormatsParseTheirSampleLines) {
-  const config::Value root = config::parse_file(kData + "logformats.conf");
+  const config::Value root = config::parse_file(std::string(SOURCE_DIR) + "/etc/logformats.conf");
   const config::Value* formats = root.find("logformat");
   ASSERT_NE(formats, nullptr);
   for (const char* name : {"iptables", "nftables", "ulogd", "ipchains"})
