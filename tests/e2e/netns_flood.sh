@@ -79,6 +79,7 @@ chmod 600 "$E2E_TMP"/*.conf
 LOG=$E2E_TMP/daemon.log
 bg_in_ns "$NS_SERVER" "$LOG" "$BIN/knockdaemon" -conf "$E2E_TMP/knockdaemon.conf"
 DAEMON_PID=${E2E_PIDS[-1]}
+started=$SECONDS
 wait_for 10 "daemon ready" grep -q "watching" "$LOG"
 table_kib=$(sed -n 's/.*sources (\([0-9]*\) KiB).*/\1/p' "$LOG" | head -1)
 [ -n "$table_kib" ] || fail "the daemon did not log its table size: $(cat "$LOG")"
@@ -94,15 +95,27 @@ sent_so_far() { sed -n 's/^progress \([0-9]*\)$/\1/p' "$FLOOD_OUT" | tail -1; }
 flood_past() { local n; n=$(sent_so_far); [ -n "$n" ] && [ "$n" -ge "$1" ]; }
 wait_for 20 "the flood under way" flood_past 10000
 
+wait_for_quiet() {  # like wait_for, but returns 1 on timeout
+  local end=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
+}
+RESENT=0
 for k in $(seq 1 $KNOCKS); do
   kill -0 "$FLOOD_PID" 2>/dev/null || fail "the flood ended before knock $k: $(tail -2 "$FLOOD_OUT")"
+  # knockclient does not resend: a knock whose SYNs the kernel drops from a full capture buffer
+  # is lost. One resend is allowed (and reported); a knock that fails twice fails the test.
   in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/knockclient.conf" -remote $SERVER_IP -port 22 -flag0 "$k"
-  wait_for 10 "knock $k opens port 22 during the flood" can_connect "$NS_CLIENT" $SERVER_IP 22
+  if ! wait_for_quiet 6 can_connect "$NS_CLIENT" $SERVER_IP 22; then
+    RESENT=$((RESENT + 1)); say "NOTE: knock $k lost under the flood (capture drops?); sending it again"
+    in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/knockclient.conf" -remote $SERVER_IP -port 22 -flag0 "$k"
+    wait_for 10 "knock $k (sent twice) opens port 22 during the flood" can_connect "$NS_CLIENT" $SERVER_IP 22
+  fi
   grep -q "FLAG0=$k " "$LOG" || fail "knock $k not logged"
   wait_for $((CLOSE_AFTER + 10)) "port 22 closed again after knock $k" cannot_connect "$NS_CLIENT" $SERVER_IP 22
   say "-- knock $k opened and closed port 22 during the flood ($(sent_so_far) SYNs sent so far)"
 done
 kill -0 "$FLOOD_PID" 2>/dev/null || fail "the flood ended before the last knock was checked"
+[ "$RESENT" -le 1 ] || fail "$RESENT of $KNOCKS knocks were lost under the flood"
 wait_for 280 "$FLOOD spoofed SYNs sent" flood_past "$FLOOD"
 kill -TERM "$FLOOD_PID"
 wait "$FLOOD_PID" || true
@@ -122,6 +135,9 @@ fi
 kill -TERM "$DAEMON_PID"
 status=0; wait "$DAEMON_PID" || status=$?
 [ "$status" -eq 0 ] || fail "daemon exited with $status; log: $(tail -5 "$LOG")"
+# The log: the knocks' own lines, start and stop, one summary per summaryinterval (10 s).
 lines=$(wc -l <"$LOG")
-[ "$lines" -lt 30 ] || fail "the log grew to $lines lines under the flood: $(head -40 "$LOG")"
-say "PASS: $KNOCKS knocks opened port 22 during $(sed -n 's/^sent //p' "$FLOOD_OUT"); daemon queued $(queued) ports; peak RSS ${hwm_kib} KiB (bound ${bound} KiB$([ "$SANITIZED" = 0 ] || echo ', not checked under ASan')); $lines log lines"
+other=$(grep -vc "knock from\|running action\|action .* exited" "$LOG" || true)
+[ "$other" -le $((5 + (SECONDS - started) / 10 + 1)) ] || fail "the flood added $other log lines: $(grep -v "knock from" "$LOG" | head -20)"
+[ "$lines" -lt $((30 + (SECONDS - started) / 10)) ] || fail "the log grew to $lines lines under the flood"
+say "PASS: $KNOCKS knocks opened port 22 during $(sed -n 's/^sent //p' "$FLOOD_OUT"); daemon queued $(queued) ports; peak RSS ${hwm_kib} KiB (bound ${bound} KiB$([ "$SANITIZED" = 0 ] || echo ', not checked under ASan')); $lines log lines ($other not about the knocks); $RESENT knocks resent"

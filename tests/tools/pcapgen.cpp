@@ -2,12 +2,16 @@
 //
 //   pcapgen OUT [--dlt en10mb|sll|sll2|raw] [--server ADDR] [--proto tcp|udp]
 //               [--knock SRC@T0:STEP:P1,P2,...]...  [--flood N@T0:RATE] [--noise N@T0:RATE]
+//               [--vlan TCI] [--ipopts yes] [--junk N]
 //
 // --knock: a client SRC sends the ports P1.. (as knockclient -test prints them) starting at
 //          capture time T0 seconds, STEP seconds apart. Repeatable (several knocks, any times).
 // --flood: N SYNs into the span ports of the knocks, each from a different spoofed source
 //          (198.18.0.0/15 first, then 2001:db8::/32), at RATE packets per second from T0.
 // --noise: N SYNs to ports outside 1024-65535 from random sources (traffic a BPF filter drops).
+// --vlan:  knock frames carry this 802.1Q tag (Ethernet and cooked captures).
+// --ipopts: knock packets carry IPv4 options (a record-route option).
+// --junk:  N malformed frames (truncated headers, ARP, bad IP versions) before each knock port.
 // Packets are written in time order. Addresses used: 198.18.0.0/15 and 2001:db8::/32 only.
 #include <algorithm>
 #include <cstdio>
@@ -71,6 +75,9 @@ int main(int argc, char** argv) {
   struct Flood { std::uint64_t count; double t0, rate; bool noise; };
   std::vector<Flood> floods;
   std::mt19937_64 rng(12345);
+  std::vector<std::uint16_t> vlan;
+  bool ip_options = false;
+  int junk = 0;
 
   for (int i = 2; i < argc; ++i) {
     const std::string opt = argv[i];
@@ -82,6 +89,12 @@ int main(int argc, char** argv) {
       else if (value == "sll2") dlt = capture::kDltLinuxSll2;
       else if (value == "raw") dlt = capture::kDltRaw;
       else usage("unknown --dlt " + value);
+    } else if (opt == "--vlan") {
+      vlan.push_back(static_cast<std::uint16_t>(std::stoul(value)));
+    } else if (opt == "--ipopts") {
+      ip_options = value == "yes";
+    } else if (opt == "--junk") {
+      junk = std::stoi(value);
     } else if (opt == "--server") {
       server = address(value);
     } else if (opt == "--proto") {
@@ -105,6 +118,8 @@ int main(int argc, char** argv) {
         spec.protocol = proto;
         spec.tcp_seq = static_cast<std::uint32_t>(rng());
         if (proto == capture::kProtoUdp) spec.payload = {0};
+        spec.vlan_tags = vlan;
+        if (ip_options && src.is_v4()) spec.ipv4_options = {7, 7, 4, 0, 0, 0, 0, 1};  // record route
         events.push_back({t0 + step * static_cast<double>(k), spec});
         span_ports.push_back(ports[k]);
       }
@@ -123,12 +138,27 @@ int main(int argc, char** argv) {
 
   try {
     capture::PcapWriter writer(out, dlt);
+    // Malformed frames before each knock port: a frame cut inside the IP header, an ARP frame,
+    // an IP version 5 header, and a frame of one byte. The daemon must skip them all.
+    auto write_junk = [&](const Event& e) {
+      for (int j = 0; j < junk; ++j) {
+        auto frame = capture::build_frame(dlt, e.spec);
+        writer.add_raw(frame, e.time - 1e-6, frame.size() / 2);
+        auto bad_version = frame;
+        const std::size_t ip_at = frame.size() - 20 - (e.spec.protocol == capture::kProtoUdp ? 8 + e.spec.payload.size() : 20) -
+                                  e.spec.ipv4_options.size();
+        if (ip_at < bad_version.size()) bad_version[ip_at] = 0x55;
+        writer.add_raw(bad_version, e.time - 1e-6);
+        writer.add_raw({0x00}, e.time - 1e-6);
+      }
+    };
     std::size_t next_event = 0;
     // Merge the floods (generated on the fly: a million packets need not sit in memory).
     for (const Flood& f : floods) {
       for (std::uint64_t n = 0; n < f.count; ++n) {
         const double t = f.t0 + static_cast<double>(n) / f.rate;
         while (next_event < events.size() && events[next_event].time <= t) {
+          write_junk(events[next_event]);
           writer.add(events[next_event].spec, events[next_event].time);
           ++next_event;
         }
@@ -140,7 +170,10 @@ int main(int argc, char** argv) {
                            port, static_cast<std::uint32_t>(rng()), t);
       }
     }
-    for (; next_event < events.size(); ++next_event) writer.add(events[next_event].spec, events[next_event].time);
+    for (; next_event < events.size(); ++next_event) {
+      write_junk(events[next_event]);
+      writer.add(events[next_event].spec, events[next_event].time);
+    }
     writer.close();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pcapgen: %s\n", e.what());

@@ -67,3 +67,30 @@ TEST(ShellRunner, RunsLogsAndCapsChildren) {
   EXPECT_EQ(seen, 2);
   std::filesystem::remove_all(dir);
 }
+
+TEST(ShellRunner, PlainCommandsSkipTheShell) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(plain_command_words("/sbin/iptables -I INPUT -p tcp -s 198.18.0.2/32 -d 0/0 --dport 22 --syn -j ACCEPT"),
+            (V{"/sbin/iptables", "-I", "INPUT", "-p", "tcp", "-s", "198.18.0.2/32", "-d", "0/0", "--dport", "22",
+               "--syn", "-j", "ACCEPT"}));
+  EXPECT_EQ(plain_command_words("  /bin/true   a  "), (V{"/bin/true", "a"}));
+  // Anything a shell would interpret, or a program found through PATH, goes to /bin/sh.
+  EXPECT_TRUE(plain_command_words("iptables -L").empty());
+  EXPECT_TRUE(plain_command_words("/bin/echo a > /tmp/x").empty());
+  EXPECT_TRUE(plain_command_words("/usr/sbin/nft add element inet t s { 198.18.0.2 . 22 }").empty());
+  EXPECT_TRUE(plain_command_words("/bin/echo $HOME").empty());
+  EXPECT_TRUE(plain_command_words("/bin/echo 'a b'").empty());
+  EXPECT_TRUE(plain_command_words("/bin/echo a;b").empty());
+  EXPECT_TRUE(plain_command_words("/bin/echo a\tb").empty());
+  EXPECT_TRUE(plain_command_words("").empty());
+
+  // Run directly: the exit status and stderr are still reported; no shell expands the words.
+  ShellRunner r;
+  r.run({"/bin/sh -c exit.7", "direct"});
+  r.run({"/bin/ls /nonexistent-198.18.0.2", "direct"});
+  ASSERT_TRUE(r.wait_idle(30));
+  ASSERT_EQ(r.finished().size(), 2u);
+  EXPECT_NE(r.finished()[0].status, 0);  // sh: "exit.7": not found
+  EXPECT_EQ(r.finished()[1].status, 2);  // ls: cannot access
+  EXPECT_NE(r.finished()[1].stderr_head.find("nonexistent-198.18.0.2"), std::string::npos);
+}

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 
@@ -48,6 +49,26 @@ void ShellRunner::run(const Command& command) noexcept {
   }
 }
 
+std::vector<std::string> plain_command_words(std::string_view text) {
+  std::vector<std::string> words;
+  std::string word;
+  for (char c : text) {
+    const bool safe = std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '/' || c == '.' || c == '-' ||
+                      c == '_' || c == ':' || c == ',' || c == '=' || c == '+' || c == '@' || c == '%';
+    if (c == ' ') {
+      if (!word.empty()) words.push_back(std::move(word));
+      word.clear();
+    } else if (safe) {
+      word += c;
+    } else {
+      return {};
+    }
+  }
+  if (!word.empty()) words.push_back(std::move(word));
+  if (words.empty() || words.front().front() != '/') return {};
+  return words;
+}
+
 void ShellRunner::start(const Command& command) noexcept {
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) {
@@ -68,13 +89,23 @@ void ShellRunner::start(const Command& command) noexcept {
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  std::string sh = options_.shell;
+  // A plain command (words of safe characters, first word an absolute path) is started
+  // directly: a shell would only add a fork and exec to the knock-to-open latency.
+  std::vector<std::string> words = plain_command_words(command.text);
+  std::string text = command.text;
   char arg0[] = "sh";
   char arg1[] = "-c";
-  std::string text = command.text;
-  char* argv[] = {arg0, arg1, text.data(), nullptr};
+  std::vector<char*> argv;
+  std::string program = options_.shell;
+  if (!words.empty()) {
+    program = words.front();
+    for (auto& w : words) argv.push_back(w.data());
+  } else {
+    argv = {arg0, arg1, text.data()};
+  }
+  argv.push_back(nullptr);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, sh.c_str(), &actions, &attr, argv, environ);
+  int rc = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(pipefd[1]);

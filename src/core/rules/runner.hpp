@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <deque>
 #include <string>
+#include <string_view>
 #include <sys/types.h>
 #include <vector>
 
@@ -44,7 +45,11 @@ struct ShellRunnerOptions {
   std::string shell = "/bin/sh";
 };
 
-// Runs commands with `/bin/sh -c CMD` through posix_spawn: stdin and stdout are /dev/null,
+// The words of a command that needs no shell: only letters, digits, spaces and / . - _ : , = + @ %,
+// the first word an absolute path. Empty when the command needs /bin/sh.
+std::vector<std::string> plain_command_words(std::string_view text);
+
+// Runs commands with `/bin/sh -c CMD` (or directly, when plain_command_words allows) through posix_spawn: stdin and stdout are /dev/null,
 // stderr goes to a non-blocking pipe. Nothing waits: call reap() periodically (the daemon's
 // loop, when poll_fd() is readable and at least every second while busy()) to log each
 // child's exit status and first stderr lines and to start queued commands.

@@ -44,11 +44,14 @@ void write(Level level, std::string_view message) {
     static const char* prio[] = {"<3>", "<4>", "<6>", "<7>"};
     line += prio[static_cast<int>(level)];
   } else {
-    char stamp[32];
-    std::time_t now = std::time(nullptr);
+    // Milliseconds: the time from a knock to its command is a few of them.
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME, &now);
     struct tm tm_now;
-    localtime_r(&now, &tm_now);
-    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S ", &tm_now);
+    localtime_r(&now.tv_sec, &tm_now);
+    char stamp[48];
+    const std::size_t n = std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm_now);
+    std::snprintf(stamp + n, sizeof stamp - n, ".%03ld ", now.tv_nsec / 1'000'000);
     line += stamp;
     line += g_program;
     line += '[';
