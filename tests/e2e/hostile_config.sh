@@ -141,5 +141,5 @@ printf 'runmode = network\n' >"$tmp/empty.conf"; chmod 600 "$tmp/empty.conf"
 rc=0; "$D" -check -conf "$tmp/empty.conf" 2>"$tmp/err" >/dev/null || rc=$?
 [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "no knock key: exit $rc: $(cat "$tmp/err")"
 grep -q "knock" "$tmp/err" || fail "no knock key: $(cat "$tmp/err")"
-grep -q "^$tmp/empty.conf" "$tmp/err" || echo "NOTE: a missing knock/portspan is reported without FILE: $(cat "$tmp/err")"
+grep -q "^$tmp/empty.conf: knock is not set" "$tmp/err" || fail "a missing knock is not reported with the file: $(cat "$tmp/err")"
 echo "PASS: $n malformed configs refused with FILE:LINE"

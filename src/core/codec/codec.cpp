@@ -60,6 +60,11 @@ CodecSettings codec_settings(const SettingLookup& lookup) {
 }
 
 CodecSettings codec_settings_from_config(const config::Value& root) {
+  // An absent key has no line of its own: name the file.
+  for (std::string_view key : {"knock", "portspan"})
+    if (root.find(key) == nullptr)
+      throw ConfigError(Location{root.where().file, 0},
+                        std::string(key) + " is not set: add a `" + std::string(key) + " = ...` line");
   return codec_settings([&root](std::string_view key) -> std::optional<SettingText> {
     auto text = root.scalar(key);
     if (!text) return std::nullopt;

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "util/secure.hpp"
+
 namespace knock::codec {
 namespace {
 std::string_view trim(std::string_view s) {
@@ -90,7 +92,9 @@ bool KnockFormat::unpack(std::span<const std::uint8_t> bytes, KnockValues& value
   for (Field f : fields_) {
     std::uint32_t v = 0;
     for (std::size_t i = 0; i < field_width(f); ++i) v = (v << 8) | bytes[pos + i];
-    if (f == Field::Checksum && v != (sum & 0xFFu)) {
+    // Decrypted bytes are secret-derived: compare without a data-dependent branch on them.
+    const std::uint8_t expected = static_cast<std::uint8_t>(sum & 0xFFu);
+    if (f == Field::Checksum && !constant_time_equal(&bytes[pos], 1, &expected, 1)) {
       if (checksum_failed != nullptr) *checksum_failed = true;
       return false;
     }

@@ -187,7 +187,28 @@ class Daemon {
     return kExitOk;
   }
 
+  static std::string describe(const capture::CaptureStats& stats) {
+    std::string out = "capture: " + std::to_string(stats.packets) + " packets seen, " +
+                      std::to_string(stats.kernel_dropped) + " dropped by the kernel, " +
+                      std::to_string(stats.interface_dropped) + " by the interface; not parsed:";
+    bool any = false;
+    for (std::size_t i = 1; i < stats.by_status.size(); ++i) {
+      if (stats.by_status[i] == 0) continue;
+      out += " " + std::string(capture::to_string(static_cast<capture::ParseStatus>(i))) + " " +
+             std::to_string(stats.by_status[i]);
+      any = true;
+    }
+    return any ? out : out + " none";
+  }
+
+  static std::string describe(const capture::LogFollower::Stats& stats) {
+    return "log file: " + std::to_string(stats.lines) + " lines read, " + std::to_string(stats.long_lines_skipped) +
+           " over-long lines skipped, " + std::to_string(stats.rotations) + " rotations, " +
+           std::to_string(stats.truncations) + " truncations";
+  }
+
   void report_end(const capture::CaptureStats& stats) const {
+    log::info(describe(stats));
     const auto& c = tracker_->counters();
     log::info("end of capture: " + std::to_string(stats.packets) + " packets, " + std::to_string(c.ports_queued) +
               " ports queued, " + std::to_string(c.decode_attempts) + " decode attempts, " +
@@ -266,7 +287,11 @@ class Daemon {
       current_->engine->run_due(after);
       current_->engine->reap();
       tracker_->expire(after);
-      if (auto summary = tracker_->summary_due(after)) log::info(*summary);
+      if (auto summary = tracker_->summary_due(after)) {
+        log::info(*summary);
+        if (packets) log::info(describe(packets->stats()));
+        if (follower) log::info(describe(follower->stats()));
+      }
     }
     current_->engine->save();
     close(signal_fd);

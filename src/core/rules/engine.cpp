@@ -344,7 +344,7 @@ void Engine::load_cache_settings(const config::Value& root) {
   std::optional<CacheContents> contents;
   try {
     contents = load_cache(cache_path_, options_.state_limits, options_.max_pending);
-  } catch (const RuntimeError& e) {
+  } catch (const CorruptCacheError& e) {
     if (!options_.fresh)
       throw RuntimeError(std::string(e.what()) +
                          "; to keep it aside and start with an empty state, run knockdaemon -fresh");

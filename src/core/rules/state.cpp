@@ -289,7 +289,7 @@ std::optional<CacheContents> load_cache(const std::string& path, const StateLimi
     throw RuntimeError("state cache directory " + dir +
                        " is writable by other users and not sticky; refusing to use " + path);
   if (static_cast<std::uint64_t>(st.st_size) > kMaxCacheBytes)
-    throw RuntimeError("state cache " + path + " is larger than " + std::to_string(kMaxCacheBytes) + " bytes");
+    throw CorruptCacheError("state cache " + path + " is larger than " + std::to_string(kMaxCacheBytes) + " bytes");
 
   std::string text;
   text.resize(static_cast<std::size_t>(st.st_size) + 1);
@@ -306,9 +306,9 @@ std::optional<CacheContents> load_cache(const std::string& path, const StateLimi
   text.resize(got);
 
   CacheContents out{StateTree(limits), {}};
-  auto corrupt = [&](std::size_t line, const std::string& why) -> RuntimeError {
-    return RuntimeError("state cache " + path + " line " + std::to_string(line) + ": " + why +
-                        "; the file is corrupt (move it aside to start afresh)");
+  auto corrupt = [&](std::size_t line, const std::string& why) -> CorruptCacheError {
+    return CorruptCacheError("state cache " + path + " line " + std::to_string(line) + ": " + why +
+                             "; the file is corrupt");
   };
   std::size_t line_no = 0, pos = 0, records = 0;
   bool ended = false;

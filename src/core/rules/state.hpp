@@ -72,6 +72,14 @@ class OverlayState final : public StateStore {
 
 // ---- the cache file (format in doc/RULES.md) ----
 
+// A state cache whose contents cannot be read back (truncated, damaged, too large): the one
+// kind of cache error that -fresh may resolve by moving the file aside. Unsafe permissions, a
+// symlink or an open directory are plain RuntimeErrors: chmod, not -fresh, is their fix.
+class CorruptCacheError : public RuntimeError {
+ public:
+  using RuntimeError::RuntimeError;
+};
+
 struct CacheContents {
   StateTree state;
   std::vector<PendingCommand> pending;
