@@ -360,9 +360,9 @@ void Engine::load_cache_settings(const config::Value& root) {
 
 // ---------------------------------------------------------------- running
 
-bool Engine::save() noexcept {
+bool Engine::save(bool sync) noexcept {
   if (!use_cache_ || options_.test_mode) return true;
-  auto err = save_cache(cache_path_, state_, scheduler_.pending());
+  auto err = save_cache(cache_path_, state_, scheduler_.pending(), sync);
   if (err) {
     log::error("state cache not saved: " + *err);
     return false;
@@ -436,11 +436,16 @@ void Engine::handle(const KnockEvent& event) noexcept {
       out.flush();
       return;
     }
-    // Save before anything is reported or run: a logged change is a saved change.
-    if (state_.generation() != generation || scheduled) save();
+    // Save before anything is reported or run: a logged change is a saved change (the rename
+    // survives a kill -9); the fsyncs for power loss come after the commands have started, off
+    // the knock-to-open path.
+    const bool changed = state_.generation() != generation || scheduled;
+    if (changed) save(false);
     for (const auto& name : done) log::info("knock from " + who + ": action " + name);
     if (runner_ != nullptr)
       for (const auto& c : now) runner_->run(c);
+    if (changed && use_cache_ && !options_.test_mode)
+      if (auto err = sync_cache(cache_path_)) log::error("state cache not synced: " + *err);
   } catch (const std::exception& e) {
     log::error(std::string("knock not handled: ") + e.what());
   }

@@ -70,7 +70,7 @@ class Engine {
   bool uses_cache() const { return use_cache_; }
   const std::string& cache_path() const { return cache_path_; }
   // Writes the cache now (when usecache); false and logged on failure.
-  bool save() noexcept;
+  bool save(bool sync = true) noexcept;
   // SIGHUP: take the state and pending commands of the engine being replaced, then save.
   void take_over(Engine& old);
 

@@ -365,19 +365,44 @@ std::optional<CacheContents> load_cache(const std::string& path, const StateLimi
   return out;
 }
 
+namespace {
+std::string directory_of(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+std::optional<std::string> fsync_directory(const std::string& dir) {
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return std::nullopt;
+  int rc = ::fsync(dfd);
+  int e = errno;
+  ::close(dfd);
+  if (rc != 0) return "cannot fsync directory " + dir + ": " + errno_message(e);
+  return std::nullopt;
+}
+}  // namespace
+
+std::optional<std::string> sync_cache(const std::string& path) noexcept {
+  try {
+    int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return "cannot open " + path + " to fsync it: " + errno_message(errno);
+    int rc = ::fsync(fd);
+    int e = errno;
+    ::close(fd);
+    if (rc != 0) return "cannot fsync " + path + ": " + errno_message(e);
+    return fsync_directory(directory_of(path));
+  } catch (const std::exception& e) {
+    return std::string("cannot sync state cache ") + path + ": " + e.what();
+  }
+}
+
 std::optional<std::string> save_cache(const std::string& path, const StateTree& state,
-                                      const std::vector<PendingCommand>& pending) noexcept {
+                                      const std::vector<PendingCommand>& pending, bool sync) noexcept {
   try {
     std::string text = serialize_cache(state, pending);
-    std::string dir, base;
-    auto slash = path.rfind('/');
-    if (slash == std::string::npos) {
-      dir = ".";
-      base = path;
-    } else {
-      dir = slash == 0 ? "/" : path.substr(0, slash);
-      base = path.substr(slash + 1);
-    }
+    const std::string dir = directory_of(path);
+    const std::string base = path.substr(path.rfind('/') + 1);  // npos + 1 == 0
     std::random_device rd;
     char suffix[32];
     std::snprintf(suffix, sizeof suffix, ".%ld.%08x", static_cast<long>(::getpid()), rd());
@@ -397,7 +422,7 @@ std::optional<std::string> save_cache(const std::string& path, const StateTree& 
       if (n <= 0) return fail("cannot write");
       done += static_cast<std::size_t>(n);
     }
-    if (::fsync(fd) != 0) return fail("cannot fsync");
+    if (sync && ::fsync(fd) != 0) return fail("cannot fsync");
     if (::close(fd) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
@@ -408,13 +433,7 @@ std::optional<std::string> save_cache(const std::string& path, const StateTree& 
       ::unlink(tmp.c_str());
       return "cannot rename " + tmp + " to " + path + ": " + errno_message(e);
     }
-    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      int rc = ::fsync(dfd);
-      int e = errno;
-      ::close(dfd);
-      if (rc != 0) return "cannot fsync directory " + dir + ": " + errno_message(e);
-    }
+    if (sync) return fsync_directory(dir);
     return std::nullopt;
   } catch (const std::exception& e) {
     return std::string("cannot save state cache ") + path + ": " + e.what();

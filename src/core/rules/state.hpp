@@ -96,8 +96,13 @@ std::optional<CacheContents> load_cache(const std::string& path, const StateLimi
 
 // Replaces the cache atomically: temp file in the same directory (O_EXCL|O_NOFOLLOW, 0600),
 // fsync, rename over PATH, fsync the directory. Returns an error message, or nullopt on success.
+// With sync = false the two fsyncs are left to sync_cache(): the rename alone already survives
+// the daemon being killed (the kernel has the data); the fsyncs add power-loss safety, and the
+// engine does them after starting a knock's commands rather than before.
 std::optional<std::string> save_cache(const std::string& path, const StateTree& state,
-                                      const std::vector<PendingCommand>& pending) noexcept;
+                                      const std::vector<PendingCommand>& pending, bool sync = true) noexcept;
+// fsync of the cache file and its directory (the second half of save_cache with sync = false).
+std::optional<std::string> sync_cache(const std::string& path) noexcept;
 
 // The cache text (also what save_cache writes).
 std::string serialize_cache(const StateTree& state, const std::vector<PendingCommand>& pending);
