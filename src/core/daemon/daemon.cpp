@@ -227,7 +227,15 @@ class Daemon {
 
     std::unique_ptr<capture::PacketSource> packets;
     std::unique_ptr<capture::LogFollower> follower;
+    std::string opened;  // what the open source watches; a reload that keeps it keeps the source
+    auto source_key = [&] {
+      const Settings& s = current_->settings;
+      return s.mode == RunMode::Network ? "network " + s.interface + " " + std::to_string(s.snaplen) + " " + bpf()
+                                        : "file " + s.logfile + " " + std::to_string(s.fileinterval);
+    };
     auto open_source = [&] {
+      if (source_key() == opened) return;
+      opened = source_key();
       const Settings& s = current_->settings;
       packets.reset();
       follower.reset();
