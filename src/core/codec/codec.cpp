@@ -19,14 +19,6 @@ std::string_view to_string(DecodeError error) noexcept {
   return "unknown";
 }
 
-std::optional<bool> parse_yes_no(std::string_view text) {
-  std::string lower;
-  for (char c : text) lower += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-  if (lower == "yes" || lower == "1" || lower == "true" || lower == "on") return true;
-  if (lower == "no" || lower == "0" || lower == "false" || lower == "off") return false;
-  return std::nullopt;
-}
-
 CodecSettings codec_settings(const SettingLookup& lookup) {
   CodecSettings s;
   auto yes_no = [&](std::string_view key, bool& value, Location& where) {

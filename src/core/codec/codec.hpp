@@ -16,6 +16,7 @@
 #include "codec/portspan.hpp"
 #include "util/error.hpp"
 #include "util/secure.hpp"
+#include "util/text.hpp"
 
 namespace knock::config {
 class Value;
@@ -59,8 +60,7 @@ struct CodecSettings {
   Location iv_where;
 };
 
-// yes/no as Perl users write them: yes/no, 1/0, true/false, on/off (any case); nullopt otherwise.
-std::optional<bool> parse_yes_no(std::string_view text);
+using knock::parse_yes_no;
 
 // A setting's text and where it was given; the lookup returns nullopt for an absent key.
 struct SettingText {

@@ -3,14 +3,10 @@
 #include <string>
 
 #include "util/secure.hpp"
+#include "util/text.hpp"
 
 namespace knock::codec {
 namespace {
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 std::uint32_t max_value(Field f) {
   switch (f) {
@@ -23,12 +19,12 @@ std::uint32_t max_value(Field f) {
 
 KnockFormat KnockFormat::parse(std::string_view text, const Location& where) {
   KnockFormat out;
-  if (trim(text).empty()) throw ConfigError(where, "knock format is empty (expected e.g. knock = IP,PORT,FLAG0,CHECKSUM)");
+  if (trim_blanks(text).empty()) throw ConfigError(where, "knock format is empty (expected e.g. knock = IP,PORT,FLAG0,CHECKSUM)");
   std::size_t start = 0;
   while (start <= text.size()) {
     const std::size_t comma = text.find(',', start);
     const std::size_t end = comma == std::string_view::npos ? text.size() : comma;
-    const std::string_view name = trim(text.substr(start, end - start));
+    const std::string_view name = trim_blanks(text.substr(start, end - start));
     if (name.empty()) throw ConfigError(where, "knock format has an empty field name");
     const auto field = field_from_name(name);
     if (!field)

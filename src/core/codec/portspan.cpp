@@ -2,16 +2,12 @@
 
 #include <charconv>
 
+#include "util/text.hpp"
+
 namespace knock::codec {
 namespace {
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 std::uint16_t parse_port(std::string_view text, std::string_view item, const Location& where) {
-  text = trim(text);
+  text = trim_blanks(text);
   unsigned value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value > 65535)
@@ -25,12 +21,12 @@ PortSpan PortSpan::parse(std::string_view text, const Location& where) {
   PortSpan span;
   span.index_.assign(65536, -1);
   std::vector<bool> seen(65536, false);
-  if (trim(text).empty()) throw ConfigError(where, "portspan is empty (expected e.g. portspan = 1024-1279)");
+  if (trim_blanks(text).empty()) throw ConfigError(where, "portspan is empty (expected e.g. portspan = 1024-1279)");
   std::size_t start = 0;
   while (true) {
     const std::size_t comma = text.find(',', start);
     const std::size_t end = comma == std::string_view::npos ? text.size() : comma;
-    const std::string_view item = trim(text.substr(start, end - start));
+    const std::string_view item = trim_blanks(text.substr(start, end - start));
     if (item.empty()) throw ConfigError(where, "portspan has an empty item");
     std::uint16_t lo = 0, hi = 0;
     if (const auto dash = item.find('-'); dash != std::string_view::npos) {

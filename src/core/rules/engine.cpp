@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "util/log.hpp"
+#include "util/text.hpp"
 
 namespace knock::rules {
 
@@ -15,21 +16,7 @@ bool word_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-std::string trim(std::string_view s) {
-  std::size_t a = 0, b = s.size();
-  while (a < b && (s[a] == ' ' || s[a] == '\t')) ++a;
-  while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t')) --b;
-  return std::string(s.substr(a, b - a));
-}
-
-std::optional<bool> parse_bool(std::string_view text) {
-  std::string t = trim(text);
-  for (char& c : t)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  if (t == "yes" || t == "1" || t == "true" || t == "on") return true;
-  if (t == "no" || t == "0" || t == "false" || t == "off") return false;
-  return std::nullopt;
-}
+std::string trim(std::string_view s) { return std::string(trim_blanks(s)); }
 
 // What may reach a shell: numbers and IPv4/IPv6 addresses (digits, hex, dots, colons), a
 // leading minus; "" for an undefined state.
@@ -317,7 +304,7 @@ void Engine::add_action(std::string name, const config::Value& body) {
     action.delay = *seconds;
   }
   if (auto use = body.scalar("use")) {
-    auto b = parse_bool(*use);
+    auto b = parse_yes_no(*use);
     if (!b) throw ConfigError(body.where_of("use"), "use must be yes or no, not '" + printable(*use) + "'");
     action.use = *b;
   }
@@ -328,7 +315,7 @@ void Engine::load_cache_settings(const config::Value& root) {
   auto use = root.scalar("usecache");
   auto path = root.scalar("statecache");
   if (use) {
-    auto b = parse_bool(*use);
+    auto b = parse_yes_no(*use);
     if (!b) throw ConfigError(root.where_of("usecache"), "usecache must be yes or no, not '" + printable(*use) + "'");
     use_cache_ = *b;
   }
