@@ -1,0 +1,80 @@
+// knockdaemon's settings: the whole configuration validated at once, errors at FILE:LINE.
+#include <gtest/gtest.h>
+
+#include "config/tree.hpp"
+#include "daemon/settings.hpp"
+
+using namespace knock;
+
+namespace {
+const std::string kKnock = "knock = IP,PORT,FLAG0,CHECKSUM\nportspan = 2000-2255\n";
+
+daemon::Settings load(const std::string& text) {
+  return daemon::load_settings(config::parse_string(text, "test.conf"));
+}
+
+// The line a ConfigError names, or -1 when the text loads.
+int error_line(const std::string& text, std::string* message = nullptr) {
+  try {
+    load(text);
+  } catch (const ConfigError& e) {
+    if (message != nullptr) *message = e.what();
+    EXPECT_EQ(e.where().file, "test.conf");
+    return e.where().line;
+  }
+  return -1;
+}
+}  // namespace
+
+TEST(Settings, Defaults) {
+  const auto s = load(kKnock);
+  EXPECT_EQ(s.mode, daemon::RunMode::Network);
+  EXPECT_EQ(s.interface, "any");
+  EXPECT_EQ(s.snaplen, 1500);
+  EXPECT_EQ(s.tracker.knock_timeout, 30);
+  EXPECT_EQ(s.tracker.knock_length, 8u);  // 8 plain bytes over a 256-port span
+  EXPECT_FALSE(s.user);
+}
+
+TEST(Settings, NetworkAndFileKeys) {
+  const auto s = load(kKnock +
+                      "runmode = file\nlogfile = /var/log/fw\nfileinterval = 0.25\nuselogformat = fw\n"
+                      "<logformat fw>\n  ipclient = SRC=(\\S+)\n  port = DPT=(\\d+)\n</logformat>\n"
+                      "interface = eth0\nsnapshotsize = 96\nknocktimeout = 5\nmaxsources = 2048\nuser = nobody\n");
+  EXPECT_EQ(s.mode, daemon::RunMode::File);
+  EXPECT_EQ(s.logfile, "/var/log/fw");
+  EXPECT_DOUBLE_EQ(s.fileinterval, 0.25);
+  ASSERT_TRUE(s.logformat);
+  EXPECT_EQ(s.interface, "eth0");
+  EXPECT_EQ(s.snaplen, 96);
+  EXPECT_EQ(s.tracker.knock_timeout, 5);
+  EXPECT_EQ(s.tracker.max_sources, 2048u);
+  EXPECT_EQ(s.user, "nobody");
+}
+
+TEST(Settings, ErrorsNameTheLine) {
+  std::string m;
+  EXPECT_EQ(error_line(kKnock + "runmode = sideways\n", &m), 3);
+  EXPECT_NE(m.find("expected network or file"), std::string::npos);
+  EXPECT_EQ(error_line(kKnock + "colour = blue\n", &m), 3);
+  EXPECT_NE(m.find("unknown key 'colour'"), std::string::npos);
+  EXPECT_EQ(error_line(kKnock + "<interface x>\n</interface>\n"), 3);      // a key used as a block
+  EXPECT_EQ(error_line(kKnock + "snapshotsize = lots\n"), 3);
+  EXPECT_EQ(error_line(kKnock + "snapshotsize = 10\n"), 3);                // below the minimum
+  EXPECT_EQ(error_line(kKnock + "useethfilter = nope\n", &m), 3);
+  EXPECT_NE(m.find("no <ethfilter nope> block"), std::string::npos);
+  EXPECT_EQ(error_line(kKnock + "runmode = file\n", &m), 3);               // no logfile
+  EXPECT_EQ(error_line(kKnock + "<ethfilter a>\n  proto = IP_PROTO_XYZ\n</ethfilter>\n"), 4);
+  EXPECT_EQ(error_line(kKnock + "<logformat a>\n  ipclient = (\n  port = (\\d+)\n</logformat>\n"), 4);
+  EXPECT_EQ(error_line(kKnock + "keyfile = /nonexistent/198.18.0.2.key\n"), 3);
+  EXPECT_EQ(error_line(kKnock + "key = a\nkeyfile = /etc/hostname\n"), 4);  // both
+  EXPECT_EQ(error_line(kKnock + "knocktimeout = 0\n"), 3);
+  EXPECT_EQ(error_line(kKnock + "interface = a\ninterface = b\n"), 4);     // given twice
+}
+
+TEST(Settings, EveryBlockIsCheckedNotOnlyTheOneInUse) {
+  // -check must catch a broken block the config does not select (yet).
+  EXPECT_EQ(error_line(kKnock + "useethfilter = good\n<ethfilter good>\n  proto = IP_PROTO_TCP\n</ethfilter>\n"
+                                "<ethfilter spare>\n  flags = SYN|BOGUS\n</ethfilter>\n"),
+            8);
+}
