@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # firewall_flow.bash BIN_DIR MODE FIREWALL [demo]
-#   MODE: network | file       FIREWALL: iptables | nftables
+#   MODE: network | file       FIREWALL: iptables | nftables | nft-native
+# nft-native: the daemon adds the set element itself through libnftables (template key nft),
+# with a kernel-side timeout that closes the port: no process, no close action.
 # The whole story through a real firewall, in namespaces made here: a TCP service behind a DROP
 # rule; before the knock a connect fails; knockclient knocks from the client namespace; the
 # daemon opens the port for the client's address only; a third namespace still cannot connect;
@@ -35,10 +37,10 @@ case $FW in
     CLOSE='/sbin/iptables -D INPUT -p tcp -s IP/32 -d 0/0 --dport PORT --syn -j ACCEPT'
     show_rules() { in_ns "$NS_SERVER" iptables -S INPUT; }
     ;;
-  nftables)
+  nftables|nft-native)
     in_ns "$NS_SERVER" nft -f - <<NFT
 table inet pk {
-  set allowed { type ipv4_addr . inet_service; }
+  set allowed { type ipv4_addr . inet_service; flags timeout; }
   chain input {
     type filter hook input priority 0; policy accept;
     ct state established,related accept
@@ -50,6 +52,9 @@ NFT
     [ "$MODE" = file ] && in_ns "$NS_SERVER" nft insert rule inet pk input tcp dport 2000-2255 log group 5 prefix portknock
     OPEN='/usr/sbin/nft add element inet pk allowed { IP . PORT }'
     CLOSE='/usr/sbin/nft delete element inet pk allowed { IP . PORT }'
+    if [ "$FW" = nft-native ]; then
+      OPEN="add element inet pk allowed { IP . PORT timeout ${CLOSE_AFTER}s }"
+    fi
     show_rules() { in_ns "$NS_SERVER" nft list set inet pk allowed; }
     ;;
   *) fail "unknown firewall $FW" ;;
@@ -116,15 +121,18 @@ ${DAEMON_USER:+user = $DAEMON_USER}
     template  = count
     use       = yes
   </action>
+$( [ "$FW" = nft-native ] || cat <<CLOSE
   <action close>
     condition = PORT == 22 && IP eq LOGIP
     template  = fw_close
     delay     = ${CLOSE_AFTER}s
     use       = yes
   </action>
+CLOSE
+)
 </actions>
 <template fw_open>
-  system = "$OPEN"
+  $( [ "$FW" = nft-native ] && echo nft || echo system ) = "$OPEN"
 </template>
 <template fw_close>
   system = "$CLOSE"
@@ -173,7 +181,7 @@ step "Nobody else gets in: the other host still cannot connect"
 cannot_connect "$NS_OTHER" $SERVER_IP_OTHER 22 || fail "port 22 open for the other host"
 tell "connect to $SERVER_IP_OTHER:22 from $OTHER_IP: timed out (dropped)"
 
-step "After ${CLOSE_AFTER}s the delayed action closes the port again"
+step "After ${CLOSE_AFTER}s the port closes again ($([ "$FW" = nft-native ] && echo "the kernel expires the set element" || echo "a delayed action"))"
 wait_for $((CLOSE_AFTER + 10)) "port 22 closed again" cannot_connect "$NS_CLIENT" $SERVER_IP 22
 tell "connect to $SERVER_IP:22 from $CLIENT_IP: timed out (dropped)"
 [ -z "$DEMO" ] || show_rules | sed 's/^/      /'

@@ -510,3 +510,60 @@ TEST(Engine, PersistentStateAndPendingSurviveRestart) {
   EXPECT_TRUE(std::filesystem::exists(dir / "state.cache.corrupt-20240305-100000"));
   std::filesystem::remove_all(dir);
 }
+
+TEST(Engine, NftTemplatesRunInProcessInOrder) {
+  Rig rig(R"C(
+<actions>
+  <action open>
+    condition = PORT == 22
+    template  = nft_open
+    use       = yes
+  </action>
+  <action close>
+    condition = PORT == 22
+    template  = nft_close
+    delay     = 30s
+    use       = yes
+  </action>
+</actions>
+<template nft_open>
+  system = "/bin/true IP"
+  nft    = "add element inet portknock allowed { IP . PORT timeout 60s }"
+</template>
+<template nft_close>
+  nft    = "delete element inet portknock allowed { IP . PORT }"
+</template>
+)C");
+  rig.engine->handle(kn(kT0));
+  ASSERT_EQ(rig.runner.commands.size(), 2u);
+  EXPECT_FALSE(rig.runner.commands[0].nft);
+  EXPECT_EQ(rig.runner.commands[0].text, "/bin/true 198.18.0.1");
+  EXPECT_TRUE(rig.runner.commands[1].nft);
+  EXPECT_EQ(rig.runner.commands[1].text, "add element inet portknock allowed { 198.18.0.1 . 22 timeout 60s }");
+  ASSERT_EQ(rig.engine->pending().size(), 1u);
+  EXPECT_TRUE(rig.engine->pending()[0].nft);
+  rig.engine->run_due(kT0 + 31);
+  ASSERT_EQ(rig.runner.commands.size(), 3u);
+  EXPECT_TRUE(rig.runner.commands[2].nft);
+  EXPECT_EQ(rig.runner.commands[2].text, "delete element inet portknock allowed { 198.18.0.1 . 22 }");
+
+  std::ostringstream out;
+  EngineOptions test;
+  test.test_mode = true;
+  test.test_output = &out;
+  Rig dry(R"C(
+<actions>
+  <action>
+    condition = PORT == 22
+    template  = t
+    use       = yes
+  </action>
+</actions>
+<template t>
+  nft = "add element inet portknock allowed { IP . PORT }"
+</template>
+)C", test);
+  dry.engine->handle(kn(kT0));
+  EXPECT_EQ(out.str(), "would run: nft add element inet portknock allowed { 198.18.0.1 . 22 }\n");
+  EXPECT_TRUE(dry.runner.commands.empty());
+}

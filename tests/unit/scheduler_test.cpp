@@ -94,3 +94,18 @@ TEST(ShellRunner, PlainCommandsSkipTheShell) {
   EXPECT_EQ(r.finished()[1].status, 2);  // ls: cannot access
   EXPECT_NE(r.finished()[1].stderr_head.find("nonexistent-198.18.0.2"), std::string::npos);
 }
+
+TEST(ShellRunner, NftCommandsWaitForEarlierShellCommands) {
+  ShellRunner r;
+  r.run({"sleep 0.2", "first"});
+  // Fails whatever the machine's ruleset (no such table), which is all this test needs.
+  Command nft{"list table inet portknock-test-absent-198-18-0-2", "second", true};
+  r.run(nft);
+  EXPECT_EQ(r.queued(), 1u);  // not run while the shell command before it still runs
+  ASSERT_TRUE(r.wait_idle(30));
+  ASSERT_EQ(r.finished().size(), 2u);
+  EXPECT_EQ(r.finished()[0].command, "sleep 0.2");
+  EXPECT_EQ(r.finished()[1].command, "nft list table inet portknock-test-absent-198-18-0-2");
+  EXPECT_EQ(r.finished()[1].status, 1);
+  EXPECT_FALSE(r.finished()[1].stderr_head.empty());
+}

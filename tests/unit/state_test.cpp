@@ -64,7 +64,9 @@ TEST(StateCache, RoundTrip) {
   st.set({"f"}, Scalar::number(0.1), nullptr);
   st.set({"u"}, Scalar(), nullptr);
   st.set({"big"}, Scalar::number(1e300), nullptr);
-  std::vector<PendingCommand> pending = {{1709633100.25, "/sbin/iptables -D INPUT -s 198.18.0.1", "action close, template t"}};
+  std::vector<PendingCommand> pending = {
+      {1709633100.25, "/sbin/iptables -D INPUT -s 198.18.0.1", "action close, template t"},
+      {1709633200, "delete element inet pk allowed { 198.18.0.1 . 22 }", "action close, template n", true}};
   ASSERT_EQ(save_cache(path, st, pending), std::nullopt);
   struct stat s {};
   ASSERT_EQ(stat(path.c_str(), &s), 0);
@@ -75,7 +77,7 @@ TEST(StateCache, RoundTrip) {
   EXPECT_EQ(loaded->state.get({"2001:db8::1", "x y", "%", ""}).str(), "a b\n%c\t");
   EXPECT_EQ(loaded->state.get({"f"}).str(), "0.1");
   EXPECT_EQ(loaded->state.get({"big"}).str(), "1e+300");
-  EXPECT_EQ(loaded->pending, pending);
+  EXPECT_EQ(loaded->pending, pending);  // the kind of each command (shell or nft) too
   EXPECT_FALSE(load_cache((dir / "missing").string()));  // absent: start empty
   for (const auto& entry : std::filesystem::directory_iterator(dir))  // no temp files left
     EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos);

@@ -181,6 +181,12 @@ Engine::Engine(const config::Value& root, EngineOptions options)
   } else if (!options_.test_mode) {
     own_runner_ = std::make_unique<ShellRunner>();
     runner_ = own_runner_.get();
+    for (const Template& t : templates_)
+      for (const Step& step : t.steps)
+        if (step.is_nft) {
+          own_runner_->prepare_nft();
+          return;
+        }
   }
 }
 
@@ -201,13 +207,15 @@ void Engine::load_templates(const config::Value& root) {
     t.name = name;
     t.where = body.where();
     for (const auto& [key, value] : body.members()) {
-      if (key != "system" && key != "state")
-        throw ConfigError(value.where(), "unknown key '" + key + "' in <template " + name + "> (expected system or state)");
+      if (key != "system" && key != "state" && key != "nft")
+        throw ConfigError(value.where(),
+                          "unknown key '" + key + "' in <template " + name + "> (expected system, nft or state)");
       for (const config::Value* item : body.all(key)) {
         if (!item->is_string()) throw ConfigError(item->where(), "'" + key + "' must be a value, not a block");
         Step step;
-        if (key == "system") {
+        if (key == "system" || key == "nft") {
           step.is_system = true;
+          step.is_nft = key == "nft";
           step.system = parse_system(item->text(), item->where(), options_.expr_limits);
         } else {
           step.state = Expr::parse(item->text(), item->where(), options_.expr_limits);
@@ -215,7 +223,7 @@ void Engine::load_templates(const config::Value& root) {
         t.steps.push_back(std::move(step));
       }
     }
-    if (t.steps.empty()) throw ConfigError(t.where, "<template " + name + "> has neither system nor state");
+    if (t.steps.empty()) throw ConfigError(t.where, "<template " + name + "> has no system, nft or state");
     templates_.push_back(std::move(t));
   }
 }
@@ -400,19 +408,20 @@ void Engine::handle(const KnockEvent& event) noexcept {
             log::error(origin + ": command refused: " + why);
             continue;
           }
+          const char* kind = step.is_nft ? "nft " : "";
           if (action.delay > 0) {
             if (options_.test_mode) {
-              out << "would run after " << format_number(action.delay, false) << "s: " << *cmd << '\n';
-            } else if (scheduler_.add({event.time + action.delay, *cmd, origin})) {
+              out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
+            } else if (scheduler_.add({event.time + action.delay, *cmd, origin, step.is_nft})) {
               scheduled = true;
             } else {
               log::error(origin + ": too many pending commands (" + std::to_string(scheduler_.capacity()) +
                          "); not scheduled: " + *cmd);
             }
           } else if (options_.test_mode) {
-            out << "would run: " << *cmd << '\n';
+            out << "would run: " << kind << *cmd << '\n';
           } else {
-            now.push_back({*cmd, origin});
+            now.push_back({*cmd, origin, step.is_nft});
           }
         }
         if (aborted) break;
@@ -444,7 +453,7 @@ void Engine::run_due(double now) noexcept {
     if (due.empty()) return;
     // Run first, then save: a crash in between runs the command again (at least once).
     for (const auto& p : due) {
-      if (runner_ != nullptr) runner_->run({p.command, p.origin + " (delayed)"});
+      if (runner_ != nullptr) runner_->run({p.command, p.origin + " (delayed)", p.nft});
     }
     save();
   } catch (const std::exception& e) {

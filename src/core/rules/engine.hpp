@@ -83,7 +83,8 @@ class Engine {
     std::vector<Expr::Key> keys;
   };
   struct Step {
-    bool is_system = false;
+    bool is_system = false;  // system = "..." (or, with is_nft, nft = "...")
+    bool is_nft = false;
     std::vector<SystemPart> system;
     std::optional<Expr> state;
   };

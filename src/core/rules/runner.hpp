@@ -2,16 +2,20 @@
 // Running a template's system command: an interface so tests can record what would run.
 #include <cstddef>
 #include <deque>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <sys/types.h>
 #include <vector>
+
+#include "rules/nft.hpp"
 
 namespace knock::rules {
 
 struct Command {
   std::string text;    // for /bin/sh -c
   std::string origin;  // "action NAME, template T" for logs
+  bool nft = false;    // run in process through libnftables, not by /bin/sh
 };
 
 class CommandRunner {
@@ -62,6 +66,8 @@ class ShellRunner final : public CommandRunner {
 
   void run(const Command& command) noexcept override;
   void reap() noexcept override;
+  // Sets up libnftables now rather than on the first knock (it reads the ruleset once).
+  void prepare_nft() noexcept;
 
   bool busy() const { return !children_.empty() || !queue_.empty(); }
   std::size_t running() const { return children_.size(); }
@@ -91,6 +97,8 @@ class ShellRunner final : public CommandRunner {
     int status = 0;
   };
   void start(const Command& command) noexcept;
+  void run_nft(const Command& command) noexcept;
+  std::unique_ptr<NftExecutor> nft_;  // created on the first nft command
   void drain(Child& child) noexcept;
   void finish(Child& child) noexcept;
 

@@ -15,6 +15,7 @@ struct PendingCommand {
   double due = 0;       // seconds since the epoch
   std::string command;  // already substituted, ready for /bin/sh -c
   std::string origin;   // "action NAME, template T" for logs
+  bool nft = false;     // an nftables command run in process (template key nft), not a shell one
   bool operator==(const PendingCommand&) const = default;
 };
 

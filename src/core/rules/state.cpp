@@ -244,7 +244,7 @@ std::string serialize_cache(const StateTree& state, const std::vector<PendingCom
     ++records;
   }
   for (const auto& p : pending) {
-    out += "P ";
+    out += p.nft ? "N " : "P ";
     out += format_time(p.due);
     out += ' ';
     out += escape(p.origin);
@@ -342,7 +342,7 @@ std::optional<CacheContents> load_cache(const std::string& path, const StateLimi
       if (!v) throw corrupt(line_no, "bad value");
       std::string err;
       if (!out.state.set(keys, *v, &err)) throw corrupt(line_no, err);
-    } else if (f[0] == "P") {
+    } else if (f[0] == "P" || f[0] == "N") {
       if (f.size() != 4) throw corrupt(line_no, "bad pending record");
       bool ok_time = !f[1].empty() && f[1].size() < 32;
       for (char c : f[1]) ok_time = ok_time && ((c >= '0' && c <= '9') || c == '.' || c == '-');
@@ -350,7 +350,7 @@ std::optional<CacheContents> load_cache(const std::string& path, const StateLimi
       auto command = unescape(f[3]);
       if (!ok_time || !origin || !command) throw corrupt(line_no, "bad pending record");
       if (out.pending.size() >= max_pending) throw corrupt(line_no, "too many pending commands");
-      out.pending.push_back({numify(f[1]), std::move(*command), std::move(*origin)});
+      out.pending.push_back({numify(f[1]), std::move(*command), std::move(*origin), f[0] == "N"});
     } else if (f[0] == "end") {
       if (f.size() != 2 || f[1] != std::to_string(records)) throw corrupt(line_no, "record count does not match");
       ended = true;

@@ -1,0 +1,26 @@
+#pragma once
+// nftables commands run inside the daemon through libnftables (template key `nft`): no process
+// is started, so a knock opens the firewall in well under a millisecond. The command is what
+// one line of `nft -f` takes, e.g. add element inet portknock allowed { IP . PORT timeout 60s }.
+#include <memory>
+#include <string>
+
+struct nft_ctx;
+
+namespace knock::rules {
+
+class NftExecutor {
+ public:
+  NftExecutor();
+  ~NftExecutor();
+  NftExecutor(const NftExecutor&) = delete;
+  NftExecutor& operator=(const NftExecutor&) = delete;
+
+  // Runs one command; false with nft's message in *error when it fails. Never throws.
+  bool run(const std::string& command, std::string* error) noexcept;
+
+ private:
+  nft_ctx* ctx_ = nullptr;
+};
+
+}  // namespace knock::rules
