@@ -22,8 +22,8 @@
 #include "tracker/tracker.hpp"
 #include "util/cli.hpp"
 #include "util/error.hpp"
-#include "util/log.hpp"
 #include "util/files.hpp"
+#include "util/log.hpp"
 #include "util/manpages.hpp"
 
 namespace knock::daemon {
@@ -78,6 +78,13 @@ long peak_rss_kib() {
   return usage.ru_maxrss;
 }
 
+// A reload keeps the tracker (and the knocks half-way through it) only when nothing it was
+// built from changed.
+bool same_tracking(const tracker::TrackerOptions& a, const tracker::TrackerOptions& b) {
+  return a.knock_length == b.knock_length && a.max_sources == b.max_sources && a.knock_timeout == b.knock_timeout &&
+         a.summary_interval == b.summary_interval && a.protected_share == b.protected_share;
+}
+
 // One generation of configuration: replaced as a whole on SIGHUP.
 struct Generation {
   config::Value root;
@@ -108,11 +115,10 @@ class Daemon {
 
   void adopt(std::unique_ptr<Generation> next) {
     if (current_) next->engine->take_over(*current_->engine);
-    const bool same_knock = current_ && current_->settings.tracker.knock_length == next->settings.tracker.knock_length &&
-                            tracker_ != nullptr;
+    const bool keep_tracker = tracker_ && same_tracking(current_->settings.tracker, next->settings.tracker);
     current_ = std::move(next);
     decoder_.codec = current_->settings.codec.get();
-    if (!same_knock) tracker_ = std::make_unique<tracker::Tracker>(current_->settings.tracker, tracker::DecodeFn(decoder_));
+    if (!keep_tracker) tracker_ = std::make_unique<tracker::Tracker>(current_->settings.tracker, tracker::DecodeFn(decoder_));
   }
 
   int run() {
@@ -207,8 +213,15 @@ class Daemon {
            std::to_string(stats.truncations) + " truncations";
   }
 
+  // Observations the daemon set aside before the tracker.
+  std::string describe_ignored() const {
+    return "ignored: " + std::to_string(outside_span_) + " ports outside the span, " + std::to_string(filtered_) +
+           " packets refused by the ethfilter";
+  }
+
   void report_end(const capture::CaptureStats& stats) const {
     log::info(describe(stats));
+    log::info(describe_ignored());
     const auto& c = tracker_->counters();
     log::info("end of capture: " + std::to_string(stats.packets) + " packets, " + std::to_string(c.ports_queued) +
               " ports queued, " + std::to_string(c.decode_attempts) + " decode attempts, " +
@@ -234,8 +247,9 @@ class Daemon {
                                         : "file " + s.logfile + " " + std::to_string(s.fileinterval);
     };
     auto open_source = [&] {
-      if (source_key() == opened) return;
-      opened = source_key();
+      std::string key = source_key();
+      if (key == opened) return;
+      opened = std::move(key);
       const Settings& s = current_->settings;
       packets.reset();
       follower.reset();
@@ -253,10 +267,7 @@ class Daemon {
       }
     };
     open_source();
-    if (const auto& user = current_->settings.user; user && !dropped_) {
-      drop_privileges(*user);
-      dropped_ = true;
-    }
+    if (const auto& user = current_->settings.user) drop_privileges(*user);
 
     auto on_line = [&](std::string_view line) {
       const auto o = current_->settings.logformat->parse_line(line, wall_clock());
@@ -299,6 +310,7 @@ class Daemon {
         log::info(*summary);
         if (packets) log::info(describe(packets->stats()));
         if (follower) log::info(describe(follower->stats()));
+        log::info(describe_ignored());
       }
     }
     current_->engine->save();
@@ -314,7 +326,7 @@ class Daemon {
       adopt(load(false));
       log::info("configuration reloaded");
       return true;
-    } catch (const ConfigError& e) {
+    } catch (const std::exception& e) {  // ConfigError, or a RuntimeError such as an unusable cache
       log::error(std::string("reload failed, keeping the running configuration: ") + e.what());
     }
     return false;
@@ -323,7 +335,6 @@ class Daemon {
   std::string conf_path_;
   bool test_mode_;
   bool fresh_;
-  bool dropped_ = false;
   std::optional<std::string> pcap_file_;
   std::unique_ptr<Generation> current_;
   Decoder decoder_;

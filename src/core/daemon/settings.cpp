@@ -97,7 +97,7 @@ Settings load_settings(const config::Value& root) {
     throw ConfigError(root.where_of("runmode"), "runmode = " + mode + ": expected network or file");
   }
 
-  // Both modes' keys are validated whichever is used, so -check catches a bad block early.
+  // Both modes' keys are validated whichever mode is used, so -check catches them early.
   s.interface = root.scalar("interface").value_or("any");
   if (s.interface.empty()) s.interface = "any";
   s.snaplen = static_cast<int>(parse_number(root, "snapshotsize", 1500, 64, 262144));
@@ -107,9 +107,10 @@ Settings load_settings(const config::Value& root) {
   } else {
     s.ethfilter = std::make_unique<capture::EthFilter>();
   }
+  // The others are checked too, so -check catches a broken block before it is selected.
   if (const config::Value* filters = root.find("ethfilter"); filters != nullptr && filters->is_object())
     for (const auto& [name, block] : filters->members())
-      if (block.is_object()) capture::EthFilter check(block);
+      if (block.is_object() && name != s.ethfilter_name) capture::EthFilter check(block);
 
   s.logfile = root.scalar("logfile").value_or("");
   s.fileinterval = parse_number(root, "fileinterval", 0.5, 0.01, 3600);
@@ -119,7 +120,7 @@ Settings load_settings(const config::Value& root) {
   }
   if (const config::Value* formats = root.find("logformat"); formats != nullptr && formats->is_object())
     for (const auto& [name, block] : formats->members())
-      if (block.is_object()) capture::LogFormat check(block);
+      if (block.is_object() && name != s.logformat_name) capture::LogFormat check(block);
   if (s.mode == RunMode::File) {
     if (s.logfile.empty()) throw ConfigError(root.where_of("runmode"), "runmode = file needs logfile = PATH");
     if (!s.logformat) throw ConfigError(root.where_of("runmode"), "runmode = file needs uselogformat = NAME");
