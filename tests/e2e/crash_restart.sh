@@ -2,26 +2,13 @@
 # kill -9 while knocks stream in: after a restart the state holds every change the daemon had
 # reported as done, the cache is readable, and every delayed close of an open that ran still
 # comes, on time or at once if overdue. File mode: knockclient -logfile writes the knocks.
-set -euo pipefail
+source "$(dirname "$0")/common.bash"
 tmp=$(mktemp -d /tmp/pkcrash.XXXXXX)
 pid=
 cleanup() { [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-wait_for() {  # wait_for SECONDS WHAT CMD...
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"; sleep 0.05; done
-}
-SOURCE_DIR=${SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 
-cat >"$tmp/client.conf" <<'CONF'
-knock    = IP,PORT,FLAG0,CHECKSUM
-portspan = 2000-2255
-encrypt  = yes
-cipher   = Blowfish
-iv       = yes
-key      = crash-key
-CONF
+knock_conf crash-key >"$tmp/client.conf"
 { cat "$tmp/client.conf"; cat <<CONF
 runmode      = file
 logfile      = $tmp/firewall.log

@@ -2,20 +2,13 @@
 # File mode follows the log like tail -F while the daemon runs: knocks appended to the log
 # are found; after rotation by rename (logrotate's default), after truncation (copytruncate),
 # and in a log that appears only after the daemon started.
-set -euo pipefail
+source "$(dirname "$0")/common.bash"
 tmp=$(mktemp -d /tmp/pkrot.XXXXXX)
 pid=
 cleanup() { [ -z "$pid" ] || kill "$pid" 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-wait_for() {
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"; sleep 0.05; done
-}
-SOURCE_DIR=${SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 
-printf '%s\n' 'knock    = IP,PORT,FLAG0,CHECKSUM' 'portspan = 2000-2255' 'encrypt  = yes' \
-  'cipher   = DES_EDE3' 'iv       = yes' 'key      = rotation-key' >"$tmp/client.conf"
+knock_conf rotation-key DES_EDE3 >"$tmp/client.conf"
 { cat "$tmp/client.conf"; cat <<CONF
 runmode      = file
 logfile      = $tmp/log/firewall.log

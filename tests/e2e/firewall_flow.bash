@@ -14,7 +14,6 @@ BIN=$(cd "$1" && pwd); MODE=$2; FW=$3; DEMO=${4:-}
 # DAEMON_USER=NAME: the daemon drops root for NAME once its capture is open (config key user).
 DAEMON_USER=${DAEMON_USER:-}
 source "$here/netns.bash"
-SOURCE_DIR=${SOURCE_DIR:-$(cd "$here/../.." && pwd)}
 
 step() { if [ -n "$DEMO" ]; then printf '\n\033[1m==> %s\033[0m\n' "$*"; else say "-- $*"; fi; }
 tell() { [ -z "$DEMO" ] || printf '    %s\n' "$*"; }
@@ -103,12 +102,7 @@ fileinterval = 0.2
 uselogformat = iptables
 <<include $SOURCE_DIR/etc/logformats.conf>>
 
-knock    = IP,PORT,FLAG0,CHECKSUM
-portspan = 2000-2255
-encrypt  = yes
-cipher   = Blowfish
-iv       = yes
-key      = $KEY
+$(knock_conf "$KEY")
 
 statecache = $E2E_TMP/state/state.cache
 usecache   = yes
@@ -141,14 +135,7 @@ CLOSE
   state = state(IP,visits,num)++
 </template>
 CONF
-cat >"$E2E_TMP/knockclient.conf" <<CONF
-knock    = IP,PORT,FLAG0,CHECKSUM
-portspan = 2000-2255
-encrypt  = yes
-cipher   = Blowfish
-iv       = yes
-key      = $KEY
-CONF
+knock_conf "$KEY" >"$E2E_TMP/knockclient.conf"
 chmod 600 "$E2E_TMP"/*.conf
 mkdir -m 700 "$E2E_TMP/state"
 if [ -n "$DAEMON_USER" ]; then

@@ -4,7 +4,7 @@
 # symlink, lines with hostile field values. The daemon keeps running through all of it, each
 # knock written afterwards (knockclient -logfile, iptables LOG lines) is found, a knock written
 # through a planted symlink is not, memory stays bounded, and the log stays short.
-set -euo pipefail
+source "$(dirname "$0")/common.bash"
 tmp=$(mktemp -d)
 DAEMON_PID=
 cleanup() {
@@ -12,19 +12,12 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
+# A failure here also shows the end of the daemon's log.
 fail() { echo "FAIL: $*" >&2; [ ! -f "$tmp/daemon.log" ] || tail -5 "$tmp/daemon.log" >&2; exit 1; }
-SOURCE_DIR=${SOURCE_DIR:?}
 LOG=$tmp/logs/kern.log
 mkdir "$tmp/logs"
 
-cat >"$tmp/client.conf" <<'CONF'
-knock    = IP,PORT,FLAG0,CHECKSUM
-portspan = 2000-2255
-encrypt  = yes
-cipher   = Blowfish
-iv       = yes
-key      = hostile-log-key
-CONF
+knock_conf hostile-log-key >"$tmp/client.conf"
 cat "$tmp/client.conf" - >"$tmp/daemon.conf" <<CONF
 runmode      = file
 logfile      = $LOG
@@ -106,9 +99,8 @@ grep -q "FLAG0=11 " "$tmp/out" && fail "a knock written through a planted symlin
 
 kill -0 "$DAEMON_PID" 2>/dev/null || fail "the daemon died"
 hwm_kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAEMON_PID/status")
-table_kib=$(sed -n 's/.*sources (\([0-9]*\) KiB).*/\1/p' "$tmp/daemon.log" | head -1)
 if ! nm -C "$BIN_DIR/knockdaemon" 2>/dev/null | grep -c __asan_init >/dev/null; then
-  [ "$hwm_kib" -le $((32 * 1024 + table_kib)) ] || fail "peak RSS $hwm_kib KiB after the long lines"
+  [ "$hwm_kib" -le "$(rss_bound_kib "$tmp/daemon.log")" ] || fail "peak RSS $hwm_kib KiB after the long lines"
 fi
 kill -TERM "$DAEMON_PID"
 rc=0; wait "$DAEMON_PID" || rc=$?

@@ -5,20 +5,12 @@
 # and skipped, never a crash, and a knock among them is still found. Damaged files (a giant
 # caplen, a record cut off, a bad link type, a short or header-only file) end the replay with a
 # message naming the file, never a crash or a hang.
-set -euo pipefail
+source "$(dirname "$0")/common.bash"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 DATA_DIR=${DATA_DIR:-$SOURCE_DIR/tests/data}
 CRAFT="perl $DATA_DIR/hostile/craft-pcap.pl"
 
-cat >"$tmp/client.conf" <<'CONF'
-knock    = IP,PORT,FLAG0,CHECKSUM
-portspan = 2000-2255
-encrypt  = yes
-cipher   = Blowfish
-iv       = yes
-key      = hostile-pcap-key
-CONF
+knock_conf hostile-pcap-key >"$tmp/client.conf"
 cat "$tmp/client.conf" - >"$tmp/daemon.conf" <<'CONF'
 runmode      = network
 useethfilter = syn

@@ -3,19 +3,11 @@
 # (symlink, world-writable) cache stops the daemon with exit 1 or 2 and a message naming the
 # file, and leaves the file as it was; `knockdaemon -fresh` moves a damaged cache aside to
 # PATH.corrupt-TIME (byte for byte) and starts with an empty state, which it then saves.
-set -euo pipefail
+source "$(dirname "$0")/common.bash"
 D="$BIN_DIR/knockdaemon"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
-cat >"$tmp/client.conf" <<'CONF'
-knock    = IP,PORT,FLAG0,CHECKSUM
-portspan = 2000-2255
-encrypt  = yes
-cipher   = Blowfish
-iv       = yes
-key      = statecache-test-key
-CONF
+knock_conf statecache-test-key >"$tmp/client.conf"
 cat "$tmp/client.conf" - >"$tmp/daemon.conf" <<CONF
 runmode    = network
 statecache = $tmp/cache/state.cache

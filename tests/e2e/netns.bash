@@ -4,7 +4,7 @@
 #   server  198.18.1.1 (to client)  198.18.2.1 (to other)
 #   client  198.18.1.2
 #   other   198.18.2.2
-set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.bash"
 
 E2E_ID=${E2E_ID:-pk$$}
 NS_SERVER=$E2E_ID-srv
@@ -17,8 +17,6 @@ OTHER_IP=198.18.2.2
 E2E_TMP=$(mktemp -d /tmp/portknock-e2e.XXXXXX)
 E2E_PIDS=()
 
-say() { printf '%s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 netns_cleanup() {
   local pid
@@ -61,15 +59,6 @@ bg_in_ns() {
   E2E_PIDS+=($!)
 }
 
-# wait_for SECONDS DESCRIPTION CMD...: poll CMD every 50 ms until it succeeds or time runs out.
-wait_for() {
-  local seconds=$1 what=$2; shift 2
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || fail "timed out after ${seconds}s waiting for: $what"
-    sleep 0.05
-  done
-}
 
 # can_connect NS ADDR PORT: a TCP connect from NS succeeds within 1 s.
 can_connect() {

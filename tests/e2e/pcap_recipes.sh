@@ -1,21 +1,13 @@
 #!/usr/bin/env bash
 # The manual's recipes, verbatim (block tags restored), replayed with -pcap from captures whose
 # timestamps span hours and days. A recording template stands in for iptables.
-set -euo pipefail
+source "$(dirname "$0")/common.bash"
 tmp=$(mktemp -d /tmp/pkrecipe.XXXXXX); trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 export TZ=UTC
 # 2026-11-18 08:01:00 UTC: well inside an hour and a day, so +60 s stays in both.
 T=1795507260
 
-cat >"$tmp/common.conf" <<'CONF'
-knock    = IP,PORT,FLAG0,CHECKSUM
-portspan = 2000-2255
-encrypt  = yes
-cipher   = Blowfish
-iv       = yes
-key      = recipe-key
-CONF
+knock_conf recipe-key >"$tmp/common.conf"
 cp "$tmp/common.conf" "$tmp/client.conf"; chmod 600 "$tmp/client.conf"
 
 ports() {  # ports PORT FLAG0

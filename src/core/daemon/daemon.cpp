@@ -193,7 +193,7 @@ class Daemon {
     return kExitOk;
   }
 
-  static std::string describe(const capture::CaptureStats& stats) {
+  std::string describe(const capture::CaptureStats& stats) const {
     std::string out = "capture: " + std::to_string(stats.packets) + " packets seen, " +
                       std::to_string(stats.kernel_dropped) + " dropped by the kernel, " +
                       std::to_string(stats.interface_dropped) + " by the interface; not parsed:";
@@ -204,13 +204,14 @@ class Daemon {
              std::to_string(stats.by_status[i]);
       any = true;
     }
-    return any ? out : out + " none";
+    if (!any) out += " none";
+    return out + "; " + describe_ignored();
   }
 
-  static std::string describe(const capture::LogFollower::Stats& stats) {
+  std::string describe(const capture::LogFollower::Stats& stats) const {
     return "log file: " + std::to_string(stats.lines) + " lines read, " + std::to_string(stats.long_lines_skipped) +
            " over-long lines skipped, " + std::to_string(stats.rotations) + " rotations, " +
-           std::to_string(stats.truncations) + " truncations";
+           std::to_string(stats.truncations) + " truncations; " + describe_ignored();
   }
 
   // Observations the daemon set aside before the tracker.
@@ -221,7 +222,6 @@ class Daemon {
 
   void report_end(const capture::CaptureStats& stats) const {
     log::info(describe(stats));
-    log::info(describe_ignored());
     const auto& c = tracker_->counters();
     log::info("end of capture: " + std::to_string(stats.packets) + " packets, " + std::to_string(c.ports_queued) +
               " ports queued, " + std::to_string(c.decode_attempts) + " decode attempts, " +
@@ -310,7 +310,6 @@ class Daemon {
         log::info(*summary);
         if (packets) log::info(describe(packets->stats()));
         if (follower) log::info(describe(follower->stats()));
-        log::info(describe_ignored());
       }
     }
     current_->engine->save();
