@@ -4,4 +4,4 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 "$here/scripts/install-deps.sh"
 "$here/scripts/build.sh" "$here/build"
-exec "$here/tests/e2e/demo.sh" "$here/build"
+exec bash "$here/tests/e2e/demo.bash" "$here/build"

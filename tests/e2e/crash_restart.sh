@@ -71,7 +71,7 @@ grep -q '^portknock-state' "$tmp/state.cache" || fail "cache missing or unreadab
 start
 opens_before=$(grep -c '^open' "$tmp/record")  # children started before the kill are done by now
 grep -q "state cache $tmp/state.cache" "$tmp/daemon.log" || fail "cache not read: $(cat "$tmp/daemon.log")"
-num=$(awk '$1=="S" && $3=="198.18.0.2" && $4=="visits" && $5=="num" {sub(/^i/,"",$6); print $6}' "$tmp/state.cache")
+num=$(awk '$1=="S" && $4=="198.18.0.2" && $5=="visits" && $6=="num" {sub(/^i/,"",$7); print $7}' "$tmp/state.cache")
 [ -n "$num" ] || fail "no visit counter in the cache: $(cat "$tmp/state.cache")"
 [ "$num" -ge "$opens_before" ] || fail "state lost changes: counter $num < $opens_before opens that ran"
 wait_for 20 "a close for every open" bash -c "[ \$(grep -c '^close' '$tmp/record') -ge $opens_before ]"

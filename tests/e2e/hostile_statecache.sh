@@ -34,7 +34,7 @@ run() {  # run [OPTIONS]: replay the knock; exit code in $rc, stderr in $err
   set +e; err=$("$D" -conf "$tmp/daemon.conf" -pcap "$tmp/knock.pcap" "$@" 2>&1 >/dev/null); rc=$?; set -e
   [ "$rc" -lt 128 ] || fail "daemon died from signal $((rc - 128)): $err"
 }
-visits() { sed -n 's/^S 3 198\.18\.0\.2 visits num i\([0-9]*\)$/\1/p' "$CACHE"; }
+visits() { sed -n 's/^S [0-9.]* 3 198\.18\.0\.2 visits num i\([0-9]*\)$/\1/p' "$CACHE"; }
 
 # A good cache first: two runs count two visits.
 run; [ "$rc" -eq 0 ] || fail "first run exited $rc: $err"

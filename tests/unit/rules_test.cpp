@@ -2,6 +2,8 @@
 // restored) over knocks spanning hours, delayed and persistent responses, -test, injection.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -46,18 +48,32 @@ KnockEvent kn(double t, std::uint32_t ip = kIpA, std::uint16_t port = 22, std::o
 
 struct Rig {
   RecordingRunner runner;
+  ManualClock clock;
   config::Value root;
   std::unique_ptr<Engine> engine;
-  explicit Rig(const std::string& conf, EngineOptions options = {}) {
+  explicit Rig(const std::string& conf, EngineOptions options = {}, double start = kT0) {
     root = config::parse_string(conf, "recipe.conf");
     options.runner = &runner;
+    options.clock = &clock;
+    clock.set(start);
     engine = std::make_unique<Engine>(root, options);
+  }
+  // Knocks at the event's time; false when the knock was refused.
+  bool handle(const KnockEvent& e) {
+    clock.set(e.time);
+    return engine->handle(e);
   }
   // Knocks and returns how many commands ran for it.
   std::size_t knock_count(const KnockEvent& e) {
     std::size_t before = runner.commands.size();
-    engine->handle(e);
+    handle(e);
     return runner.commands.size() - before;
+  }
+  // Both clocks at t; the delayed commands due by then run (and are reported done).
+  void run_due(double t) {
+    clock.set(t);
+    engine->run_due();
+    engine->reap();
   }
 };
 
@@ -104,10 +120,10 @@ TEST(Recipes, ImmediatePlusDelayed) {
   EXPECT_EQ(rig.knock_count(kn(kT0)), 1u);
   EXPECT_EQ(rig.runner.commands[0].text, "/bin/myprog");
   ASSERT_EQ(rig.engine->pending().size(), 1u);
-  EXPECT_EQ(rig.engine->next_due(), kT0 + 300);
-  rig.engine->run_due(kT0 + 299);
+  EXPECT_EQ(rig.engine->next_due(), 300);
+  rig.run_due(kT0 + 299);
   EXPECT_EQ(rig.runner.commands.size(), 1u);
-  rig.engine->run_due(kT0 + 300);
+  rig.run_due(kT0 + 300);
   ASSERT_EQ(rig.runner.commands.size(), 2u);
   EXPECT_EQ(rig.runner.commands[1].text, "/bin/myprog");
   EXPECT_FALSE(rig.engine->next_due());
@@ -296,7 +312,7 @@ TEST(Engine, InjectionIsRefused) {
   system = "echo FLAG1 FLAG0"
 </template>
 )C");
-  rig.engine->handle(kn(kT0, kIpA, 22, 5));
+  rig.handle(kn(kT0, kIpA, 22, 5));
   EXPECT_TRUE(rig.runner.commands.empty());  // a string state and an absent FLAG1: both refused
   EXPECT_EQ(Engine::parse_system("a IPX xIP IP_ $IP:PORT", {}, {}).size(), 4u);
   StateTree st;
@@ -328,9 +344,9 @@ TEST(Engine, TestModePrintsAndChangesNothing) {
   state     = state(IP,visits,num)++
 </template>
 )C") + kOpen, o);
-  rig.engine->handle(kn(kT0));
-  rig.engine->handle(kn(kT0));
-  rig.engine->handle(kn(kT0));
+  rig.handle(kn(kT0));
+  rig.handle(kn(kT0));
+  rig.handle(kn(kT0));
   const std::string cmd = "/sbin/iptables -D INPUT -p tcp -s 198.18.0.1/32 -d 0/0 --dport 22 --syn -j ACCEPT";
   std::string expected;
   for (int i = 0; i < 3; ++i)
@@ -405,31 +421,229 @@ TEST(Engine, UnnamedNamedAndUnusedActions) {
   EXPECT_EQ(rig.knock_count(kn(kT0)), 3u);
 }
 
-TEST(Engine, RuntimeErrorSkipsOnlyThatAction) {
-  Rig rig(R"C(
+// A knock is all or nothing: an error in any matching action (here a division by zero in a
+// condition, then in a state change) refuses the whole knock, so the action that would open
+// never runs while the one that would close could not even be evaluated.
+TEST(Engine, RuntimeErrorRefusesTheWholeKnock) {
+  const char* conf = R"C(
 <actions>
+  <action open>
+    condition = PORT == 22
+    template = t
+  </action>
   <action div>
     condition = PORT / (FLAG0 - FLAG0) > 1
     template = t
   </action>
   <action statediv>
-    condition = PORT == 22
+    condition = PORT == 23
+    template = counter
     template = bad
-    template = t
-  </action>
-  <action fine>
-    condition = PORT == 22
     template = t
   </action>
 </actions>
 <template t>
   system = "/bin/true"
 </template>
+<template counter>
+  state = state(IP,n)++
+</template>
 <template bad>
-  state = state(IP,x) = 1 % 0
+  state = state(IP,x) = 1 % FLAG0
+</template>
+)C";
+  Rig rig(conf);
+  EXPECT_FALSE(rig.handle(kn(kT0, kIpA, 22, 4)));  // div: error: nothing runs, not even open
+  EXPECT_TRUE(rig.runner.commands.empty());
+  Rig rig2(std::string(conf).replace(std::string(conf).find("PORT / (FLAG0 - FLAG0) > 1"), 26, "0"));
+  EXPECT_FALSE(rig2.handle(kn(kT0, kIpA, 23, 0)));  // 1 % 0 after state(IP,n)++: both undone
+  EXPECT_TRUE(rig2.runner.commands.empty());
+  EXPECT_FALSE(rig2.engine->state().get({"198.18.0.1", "n"}).defined());
+  EXPECT_TRUE(rig2.handle(kn(kT0, kIpA, 23, 3)));
+  EXPECT_EQ(rig2.runner.commands.size(), 1u);
+  EXPECT_EQ(rig2.engine->state().get({"198.18.0.1", "n"}).str(), "1");
+  EXPECT_EQ(rig2.engine->refused_knocks(), 1u);
+}
+
+namespace {
+const char* kOpenClose = R"C(
+<actions>
+  <action open>
+    condition = PORT == 22
+    template  = open
+  </action>
+  <action close>
+    condition = PORT == 22
+    template  = close
+    delay     = 1m
+  </action>
+</actions>
+<template open>
+  system = "/sbin/iptables -I INPUT -s IP -j ACCEPT"
+</template>
+<template close>
+  system = "/sbin/iptables -D INPUT -s IP -j ACCEPT"
+</template>
+)C";
+}  // namespace
+
+// The attack of issue 11: fill the table of pending closes with valid knocks; the next knock's
+// open used to run while its close was refused, leaving that door open for good.
+TEST(Engine, FullPendingTableRefusesTheOpen) {
+  Rig rig(std::string("maxpending = 3\n") + kOpenClose);
+  for (std::uint32_t i = 0; i < 3; ++i) EXPECT_TRUE(rig.handle(kn(kT0 + i, kIpA + i)));
+  EXPECT_EQ(rig.runner.commands.size(), 3u);
+  EXPECT_FALSE(rig.handle(kn(kT0 + 3, kIpA + 3)));  // its close cannot be recorded: no open
+  EXPECT_EQ(rig.runner.commands.size(), 3u);
+  for (const auto& c : rig.runner.commands) EXPECT_EQ(c.text.find("198.18.0.4"), std::string::npos);
+  // Due closes stay in the table until the runner says they finished; then there is room again.
+  rig.clock.set(kT0 + 62);
+  rig.engine->run_due();
+  EXPECT_EQ(rig.runner.commands.size(), 6u);
+  EXPECT_EQ(rig.engine->pending().size(), 3u);
+  EXPECT_FALSE(rig.handle(kn(kT0 + 62, kIpA + 3)));
+  rig.engine->reap();
+  EXPECT_TRUE(rig.engine->pending().empty());
+  EXPECT_TRUE(rig.handle(kn(kT0 + 62, kIpA + 3)));
+  EXPECT_EQ(rig.runner.commands.back().text, "/sbin/iptables -I INPUT -s 198.18.0.4 -j ACCEPT");
+}
+
+// A close whose command cannot be built (a value that may not reach a shell) refuses the open.
+TEST(Engine, UnsubstitutableCloseRefusesTheOpen) {
+  Rig rig(R"C(
+<actions>
+  <action open>
+    condition = PORT == 22
+    template  = open
+  </action>
+  <action close>
+    condition = PORT == 22
+    template  = close
+    delay     = 1m
+  </action>
+</actions>
+<template open>
+  system = "/sbin/iptables -I INPUT -s IP -j ACCEPT"
+</template>
+<template close>
+  system = "/sbin/iptables -D INPUT -s IP -j ACCEPT state(IP,label)"
+</template>
+<template label>
+  state = state(IP,label) = 'x y'
 </template>
 )C");
-  EXPECT_EQ(rig.knock_count(kn(kT0, kIpA, 22, 4)), 1u);
+  rig.engine->handle(kn(kT0));  // no label yet: "" is allowed
+  EXPECT_EQ(rig.runner.commands.size(), 1u);
+  Rig bad(std::string(R"C(
+<actions>
+  <action label>
+    condition = PORT == 22
+    template  = label
+  </action>
+  <action open>
+    condition = PORT == 22
+    template  = open
+  </action>
+  <action close>
+    condition = PORT == 22
+    template  = close
+    delay     = 1m
+  </action>
+</actions>
+<template label>
+  state = state(IP,label) = '; rm -rf /'
+</template>
+<template open>
+  system = "/sbin/iptables -I INPUT -s IP -j ACCEPT"
+</template>
+<template close>
+  system = "/sbin/iptables -D INPUT -s IP -j ACCEPT state(IP,label)"
+</template>
+)C"));
+  EXPECT_FALSE(bad.handle(kn(kT0)));
+  EXPECT_TRUE(bad.runner.commands.empty());
+  EXPECT_TRUE(bad.engine->pending().empty());
+  EXPECT_FALSE(bad.engine->state().get({"198.18.0.1", "label"}).defined());
+}
+
+// A full state refuses the knock rather than the record (the OTK recipe records after opening).
+TEST(Engine, FullStateRefusesTheKnock) {
+  EngineOptions o;
+  o.state_limits.max_entries = 4;
+  Rig rig(std::string(kOpenClose).replace(std::string(kOpenClose).find("  system = \"/sbin/iptables -I"), 0,
+                                          "  state = state(IP,otk) = 1\n"),
+          o);
+  EXPECT_TRUE(rig.handle(kn(kT0, kIpA)));      // 2 keys: 198.18.0.1, otk
+  EXPECT_TRUE(rig.handle(kn(kT0, kIpA + 1)));  // 4 keys
+  EXPECT_FALSE(rig.handle(kn(kT0, kIpA + 2)));
+  EXPECT_EQ(rig.runner.commands.size(), 2u);
+  EXPECT_EQ(rig.engine->pending().size(), 2u);
+}
+
+// Delays run on the monotonic clock: a wall clock stepped back an hour neither postpones the
+// close by an hour nor changes when it runs.
+TEST(Engine, WallClockStepDoesNotMoveACloseDue) {
+  Rig rig(kOpenClose);
+  rig.handle(kn(kT0));
+  rig.clock.wall_now = kT0 - 3600 + 61;  // an hour back, while 61 s pass
+  rig.clock.mono_now = kT0 + 61;
+  rig.engine->run_due();
+  ASSERT_EQ(rig.runner.commands.size(), 2u);
+  EXPECT_EQ(rig.runner.commands[1].text, "/sbin/iptables -D INPUT -s 198.18.0.1 -j ACCEPT");
+}
+
+// usecache = yes and a journal that cannot be written (the disk is full): the knock is refused,
+// nothing opens, and nothing of it is left in the journal; once writes work again, knocks do.
+TEST(Engine, UnwritableCacheRefusesTheKnock) {
+  auto dir = temp_dir("unwritable");
+  const std::string conf = "statecache = " + (dir / "state.cache").string() + "\nusecache = yes\n" + kOpenClose;
+  Rig rig(conf);
+  EXPECT_TRUE(rig.handle(kn(kT0)));
+  const std::string jpath = (dir / "state.cache.journal").string();
+  const auto size = std::filesystem::file_size(jpath);
+  // RLIMIT_FSIZE at the journal's size: the next append fails (EFBIG) as on a full disk.
+  struct rlimit old {};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit tight = old;
+  tight.rlim_cur = size;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &tight), 0);
+  const bool accepted = rig.handle(kn(kT0 + 1, kIpB));
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+  EXPECT_FALSE(accepted);
+  EXPECT_EQ(rig.runner.commands.size(), 1u);  // only the first knock's open
+  EXPECT_EQ(rig.engine->pending().size(), 1u);
+  EXPECT_EQ(std::filesystem::file_size(jpath), size);
+  EXPECT_TRUE(rig.handle(kn(kT0 + 2, kIpB)));
+  EXPECT_EQ(rig.runner.commands.size(), 2u);
+  // A symlinked journal is refused at start, like a symlinked cache.
+  std::filesystem::remove(jpath);
+  ASSERT_EQ(symlink("/dev/null", jpath.c_str()), 0);
+  EXPECT_THROW(Rig(conf, {}, kT0 + 3), RuntimeError);
+  std::filesystem::remove_all(dir);
+}
+
+// Closes survive a crash between the knock and the snapshot: the journal alone brings them back
+// (no snapshot or fsync after the knock; the engine is simply dropped, as by kill -9).
+TEST(Engine, JournalBringsBackClosesAfterACrash) {
+  auto dir = temp_dir("crashjournal");
+  const std::string conf = "statecache = " + (dir / "state.cache").string() + "\nusecache = yes\n" + kOpenClose;
+  {
+    Rig rig(conf);
+    for (std::uint32_t i = 0; i < 5; ++i) EXPECT_TRUE(rig.handle(kn(kT0 + i, kIpA + i)));
+    rig.clock.set(kT0 + 61);
+    rig.engine->run_due();  // the first two fall due and start...
+    rig.runner.completed.resize(1);  // ...only the first finishes before the "crash"
+    rig.engine->reap();
+    rig.engine.release();  // no destructor, no snapshot: what a kill -9 leaves (leaks on purpose)
+  }
+  Rig after(conf, {}, kT0 + 100);
+  ASSERT_EQ(after.engine->pending().size(), 4u);  // the started-but-unfinished one included
+  after.engine->run_due();  // all overdue: they run at once
+  ASSERT_EQ(after.runner.commands.size(), 4u);
+  EXPECT_EQ(after.runner.commands[0].text, "/sbin/iptables -D INPUT -s 198.18.0.2 -j ACCEPT");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Engine, PersistentStateAndPendingSurviveRestart) {
@@ -456,8 +670,8 @@ TEST(Engine, PersistentStateAndPendingSurviveRestart) {
 )C";
   {
     Rig rig(conf);
-    rig.engine->handle(kn(kT0));
-    rig.engine->handle(kn(kT0 + 60, kIpB));
+    rig.handle(kn(kT0));
+    rig.handle(kn(kT0 + 60, kIpB));
     EXPECT_EQ(rig.runner.commands.size(), 2u);
   }
   struct stat st {};
@@ -468,9 +682,9 @@ TEST(Engine, PersistentStateAndPendingSurviveRestart) {
     EXPECT_EQ(rig.engine->state().get({"198.18.0.1", "visits", "num"}).str(), "1");
     ASSERT_EQ(rig.engine->pending().size(), 2u);
     EXPECT_EQ(rig.engine->pending()[0].due, kT0 + 600);
-    EXPECT_EQ(rig.engine->pending_descriptions(kT0).at(0),
+    EXPECT_EQ(rig.engine->pending_descriptions(true).at(0),
               "due 2024-03-05 10:10:00 (in 600s): action close, template t: /bin/true 198.18.0.1");
-    rig.engine->run_due(kT0 + 630);  // the first is overdue: it runs at once
+    rig.run_due(kT0 + 630);  // the first is overdue: it runs at once
     ASSERT_EQ(rig.runner.commands.size(), 1u);
     EXPECT_EQ(rig.runner.commands[0].text, "/bin/true 198.18.0.1");
     EXPECT_EQ(rig.knock_count(kn(kT0 + 700)), 1u);  // second visit: open only; close is delayed
@@ -534,7 +748,7 @@ TEST(Engine, NftTemplatesRunInProcessInOrder) {
   nft    = "delete element inet portknock allowed { IP . PORT }"
 </template>
 )C");
-  rig.engine->handle(kn(kT0));
+  rig.handle(kn(kT0));
   ASSERT_EQ(rig.runner.commands.size(), 2u);
   EXPECT_FALSE(rig.runner.commands[0].nft);
   EXPECT_EQ(rig.runner.commands[0].text, "/bin/true 198.18.0.1");
@@ -542,7 +756,7 @@ TEST(Engine, NftTemplatesRunInProcessInOrder) {
   EXPECT_EQ(rig.runner.commands[1].text, "add element inet portknock allowed { 198.18.0.1 . 22 timeout 60s }");
   ASSERT_EQ(rig.engine->pending().size(), 1u);
   EXPECT_TRUE(rig.engine->pending()[0].nft);
-  rig.engine->run_due(kT0 + 31);
+  rig.run_due(kT0 + 31);
   ASSERT_EQ(rig.runner.commands.size(), 3u);
   EXPECT_TRUE(rig.runner.commands[2].nft);
   EXPECT_EQ(rig.runner.commands[2].text, "delete element inet portknock allowed { 198.18.0.1 . 22 }");
@@ -563,7 +777,7 @@ TEST(Engine, NftTemplatesRunInProcessInOrder) {
   nft = "add element inet portknock allowed { IP . PORT }"
 </template>
 )C", test);
-  dry.engine->handle(kn(kT0));
+  dry.handle(kn(kT0));
   EXPECT_EQ(out.str(), "would run: nft add element inet portknock allowed { 198.18.0.1 . 22 }\n");
   EXPECT_TRUE(dry.runner.commands.empty());
 }

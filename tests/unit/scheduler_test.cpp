@@ -15,10 +15,11 @@ using namespace knock::rules;
 TEST(Scheduler, OrderCapacityAndDue) {
   Scheduler s(3);
   EXPECT_FALSE(s.next_due());
-  EXPECT_TRUE(s.add({20, "b", "o"}));
-  EXPECT_TRUE(s.add({10, "a", "o"}));
-  EXPECT_TRUE(s.add({20, "c", "o"}));
-  EXPECT_FALSE(s.add({5, "d", "o"}));  // full
+  EXPECT_EQ(s.add({1020, "b", "o"}, 20), 1u);
+  EXPECT_EQ(s.add({1010, "a", "o"}, 10), 2u);
+  EXPECT_EQ(s.add({1020, "c", "o"}, 20), 3u);
+  EXPECT_EQ(s.room(), 0u);
+  EXPECT_EQ(s.add({1005, "d", "o"}, 5), 0u);  // full
   EXPECT_EQ(s.next_due(), 10);
   EXPECT_TRUE(s.take_due(9.99).empty());
   auto due = s.take_due(20);
@@ -26,9 +27,55 @@ TEST(Scheduler, OrderCapacityAndDue) {
   EXPECT_EQ(due[0].command, "a");
   EXPECT_EQ(due[1].command, "b");  // same time: order added
   EXPECT_EQ(due[2].command, "c");
-  EXPECT_FALSE(s.add({NAN, "x", "o"}));
-  EXPECT_FALSE(s.add({INFINITY, "x", "o"}));
-  EXPECT_EQ(s.size(), 0u);
+  // Started is not finished: they keep their places until the runner says they are done.
+  EXPECT_EQ(s.size(), 3u);
+  EXPECT_EQ(s.started(), 3u);
+  EXPECT_EQ(s.add({1030, "e", "o"}, 30), 0u);
+  EXPECT_EQ(s.pending().size(), 3u);
+  EXPECT_TRUE(s.finished(2));
+  EXPECT_FALSE(s.finished(2));
+  EXPECT_FALSE(s.finished(99));
+  EXPECT_EQ(s.size(), 2u);
+  EXPECT_EQ(s.add({NAN, "x", "o"}, 1), 0u);
+  EXPECT_EQ(s.add({1, "x", "o"}, INFINITY), 0u);
+  EXPECT_EQ(s.add({1040, "f", "o", false, 1}, 40), 4u);  // id 1 is taken: a new one
+  // A restart hands started commands back, due at once.
+  s.restart_started(50);
+  EXPECT_EQ(s.started(), 0u);
+  due = s.take_due(50);
+  ASSERT_EQ(due.size(), 3u);
+  EXPECT_EQ(due[0].command, "f");
+}
+
+TEST(Scheduler, DueTimesFollowTheMonotonicClock) {
+  Scheduler s;
+  s.add({1000 + 60, "close", "o"}, 5060);  // wall 1000 <-> mono 5000 when added
+  // The wall clock is stepped back an hour while 30 s pass: the close is still 30 s away, and
+  // what is saved says so in the new wall time.
+  auto p = s.pending(1000 - 3600 + 30, 5030);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_DOUBLE_EQ(p[0].due, 1000 - 3600 + 60);
+  EXPECT_TRUE(s.take_due(5059).empty());
+  EXPECT_EQ(s.take_due(5060).size(), 1u);
+}
+
+TEST(ShellRunner, PendingResponsesAreNeverRefusedAndReportDone) {
+  ShellRunnerOptions o;
+  o.max_queue = 2;
+  ShellRunner r(o);
+  EXPECT_TRUE(r.run({"sleep 0.2", "open"}));
+  EXPECT_TRUE(r.run({"/bin/true", "open"}));
+  EXPECT_TRUE(r.run({"/bin/true", "open"}));
+  EXPECT_EQ(r.room(), 0u);
+  EXPECT_FALSE(r.run({"/bin/true", "open"}));  // an immediate command beyond the queue: refused
+  for (std::uint64_t id = 1; id <= 50; ++id) EXPECT_TRUE(r.run({"/bin/true", "close", false, id}));
+  EXPECT_TRUE(r.run({"list table inet portknock-test-absent-198-18-0-3", "close", true, 51}));
+  ASSERT_TRUE(r.wait_idle(60));
+  auto done = r.take_completed();
+  ASSERT_EQ(done.size(), 51u);
+  for (std::uint64_t id = 1; id <= 51; ++id) EXPECT_EQ(done[id - 1], id);  // in order, each once
+  EXPECT_TRUE(r.take_completed().empty());
+  EXPECT_EQ(r.room(), 2u);
 }
 
 TEST(ShellRunner, RunsLogsAndCapsChildren) {
@@ -40,7 +87,7 @@ TEST(ShellRunner, RunsLogsAndCapsChildren) {
   ShellRunner r(o);
   const std::string out = (dir / "out").string();
   for (int i = 0; i < 5; ++i) r.run({"echo " + std::to_string(i) + " >> " + out, "test"});
-  r.run({"echo 'first line' >&2; echo second >&2; exit 3", "test"});  // queue full: refused
+  EXPECT_FALSE(r.run({"echo 'first line' >&2; echo second >&2; exit 3", "test"}));  // queue full: refused
   EXPECT_EQ(r.running(), 2u);
   EXPECT_EQ(r.queued(), 3u);
   EXPECT_GE(r.poll_fd(), 0);

@@ -65,8 +65,8 @@ TEST(StateCache, RoundTrip) {
   st.set({"u"}, Scalar(), nullptr);
   st.set({"big"}, Scalar::number(1e300), nullptr);
   std::vector<PendingCommand> pending = {
-      {1709633100.25, "/sbin/iptables -D INPUT -s 198.18.0.1", "action close, template t"},
-      {1709633200, "delete element inet pk allowed { 198.18.0.1 . 22 }", "action close, template n", true}};
+      {1709633100.25, "/sbin/iptables -D INPUT -s 198.18.0.1", "action close, template t", false, 7},
+      {1709633200, "delete element inet pk allowed { 198.18.0.1 . 22 }", "action close, template n", true, 9}};
   ASSERT_EQ(save_cache(path, st, pending), std::nullopt);
   struct stat s {};
   ASSERT_EQ(stat(path.c_str(), &s), 0);
@@ -139,7 +139,7 @@ TEST(StateCache, SurvivesSigkillMidStream) {
       for (std::uint32_t i = 1;; ++i) {
         st.set({"n"}, Scalar::integer(i), nullptr);
         st.set({"k", std::to_string(i % 500)}, Scalar::string(std::string(100, 'x')), nullptr);
-        if (save_cache(path, st, {{1.0 * i, "true", "x"}})) _exit(3);
+        if (save_cache(path, st, {{1.0 * i, "true", "x", false, 1}})) _exit(3);
         if (write(fds[1], &i, sizeof i) != sizeof i) _exit(4);
       }
     }
@@ -172,4 +172,147 @@ TEST(OverlayState, WritesStayInTheOverlay) {
   EXPECT_TRUE(o.set({"a"}, Scalar::integer(5), nullptr));
   EXPECT_EQ(o.get({"a"}).str(), "5");
   EXPECT_EQ(st.get({"a"}).str(), "1");
+}
+
+TEST(StateTree, ExpireDropsOldValuesAndEmptyKeys) {
+  StateTree st;
+  st.set_time(100);
+  st.set({"198.18.0.1", "visits", "num"}, Scalar::integer(1), nullptr);
+  st.set({"198.18.0.1", "otk"}, Scalar::integer(1), nullptr);
+  st.set_time(200);
+  st.set({"198.18.0.2", "visits", "num"}, Scalar::integer(1), nullptr);
+  st.set({"198.18.0.1", "visits", "num"}, Scalar::integer(2), nullptr);  // rewritten: young again
+  EXPECT_EQ(st.size(), 7u);
+  EXPECT_EQ(st.expire(150), 1u);  // only 198.18.0.1's otk was last written before 150
+  EXPECT_FALSE(st.get({"198.18.0.1", "otk"}).defined());
+  EXPECT_EQ(st.get({"198.18.0.1", "visits", "num"}).str(), "2");
+  EXPECT_EQ(st.size(), 6u);
+  EXPECT_EQ(st.expire(1000), 2u);
+  EXPECT_EQ(st.size(), 0u);  // no empty branches left behind
+  EXPECT_TRUE(st.entries().empty());
+}
+
+TEST(OverlayState, ChecksLimitsAndCountsNewKeys) {
+  StateTree st(StateLimits{5, 3, 8, 16});
+  st.set({"a", "b"}, Scalar::integer(1), nullptr);
+  OverlayState o(st);
+  std::string err;
+  EXPECT_FALSE(o.set({"123456789"}, Scalar::integer(1), &err));  // key too long, as the tree says
+  EXPECT_FALSE(o.set({"a"}, Scalar::string(std::string(17, 'x')), &err));
+  EXPECT_TRUE(o.set({"a", "c"}, Scalar::integer(1), &err));
+  EXPECT_TRUE(o.set({"x", "y"}, Scalar::integer(1), &err));
+  EXPECT_EQ(o.missing_nodes(), 3u);  // a/c, x, x/y
+  EXPECT_EQ(st.size(), 2u);          // nothing reached the tree
+}
+
+namespace {
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+TEST(StateCache, JournalRecordsSurviveWithoutASnapshot) {
+  auto dir = temp_dir("journal");
+  const std::string path = (dir / "c").string();
+  StateTree st;
+  st.set({"a"}, Scalar::integer(1), nullptr);
+  {
+    CacheWriter w(path);
+    EXPECT_TRUE(w.append("D 1\n").has_value());  // no journal before the first snapshot
+    ASSERT_EQ(w.snapshot(st, {{100, "/bin/true 1", "o", false, 1}}), std::nullopt);
+    ASSERT_EQ(w.append(state_record({"b"}, Scalar::integer(2), 5) +
+                       pending_record({200, "/bin/true 2", "o", false, 2}) +
+                       pending_record({300, "nft-cmd", "o", true, 3}) + done_record(1)),
+              std::nullopt);
+    EXPECT_TRUE(w.dirty());
+    ASSERT_EQ(w.sync(), std::nullopt);
+    EXPECT_FALSE(w.dirty());
+  }
+  auto loaded = load_cache(path);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->journal_records, 4u);
+  EXPECT_EQ(loaded->state.get({"a"}).str(), "1");
+  EXPECT_EQ(loaded->state.get({"b"}).str(), "2");
+  ASSERT_EQ(loaded->pending.size(), 2u);  // 1 finished
+  EXPECT_EQ(loaded->pending[0].id, 2u);
+  EXPECT_EQ(loaded->pending[1].id, 3u);
+  EXPECT_TRUE(loaded->pending[1].nft);
+
+  // A torn last line (a crash in the middle of a write) is dropped; the rest stays.
+  const std::string jpath = journal_path(path);
+  std::ofstream(jpath, std::ios::app) << "P 4 400 o /bin/tr";
+  loaded = load_cache(path);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->pending.size(), 2u);
+  // A damaged line before the end is corruption, named with its line.
+  std::ofstream(jpath, std::ios::app) << "ue\nX what\n";
+  EXPECT_NE(load_error(path).find("state journal " + jpath + " line 7"), std::string::npos) << load_error(path);
+
+  // A journal that belongs to an older snapshot is ignored (the snapshot has all of it).
+  {
+    CacheWriter w(path);
+    ASSERT_EQ(w.snapshot(loaded->state, loaded->pending), std::nullopt);
+  }
+  const std::string fresh_journal = slurp(jpath);
+  std::ofstream(jpath, std::ios::trunc) << "portknock-journal 12345\nD 2\nD 3\n";
+  loaded = load_cache(path);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->pending.size(), 2u);
+  EXPECT_EQ(loaded->journal_records, 0u);
+  std::ofstream(jpath, std::ios::trunc) << fresh_journal << "D 2\n";
+  loaded = load_cache(path);
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(loaded->pending.size(), 1u);
+  // The journal gets the same safety checks as the snapshot.
+  chmod(jpath.c_str(), 0666);
+  EXPECT_NE(load_error(path).find("writable by other users"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+// As SurvivesSigkillMidStream, with the journal: each reported append is in the file after a
+// SIGKILL at any moment, without any fsync or snapshot in between.
+TEST(StateCache, JournalSurvivesSigkillMidStream) {
+  auto dir = temp_dir("journalcrash");
+  const std::string path = (dir / "c").string();
+  for (int round = 0; round < 3; ++round) {
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(fds[0]);
+      CacheWriter w(path);
+      if (w.snapshot(StateTree(), {})) _exit(3);
+      for (std::uint32_t i = 1;; ++i) {
+        if (w.append(state_record({"n"}, Scalar::integer(i), i) + pending_record({1.0 * i, "true", "x", false, i})))
+          _exit(3);
+        if (i > 2 && w.append(done_record(i - 2))) _exit(3);
+        if (write(fds[1], &i, sizeof i) != sizeof i) _exit(4);
+        if (i % 2000 == 0 && w.snapshot(StateTree(), {})) _exit(3);  // (drops the records: fine here)
+      }
+    }
+    close(fds[1]);
+    std::uint32_t last = 0, value = 0;
+    const std::uint32_t wait_for = 50 + static_cast<std::uint32_t>(round) * 71;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (last < wait_for && std::chrono::steady_clock::now() < deadline &&
+           read(fds[0], &value, sizeof value) == sizeof value)
+      last = value;
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    while (read(fds[0], &value, sizeof value) == sizeof value) last = value;
+    close(fds[0]);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    ASSERT_GE(last, wait_for);
+    auto loaded = load_cache(path);
+    ASSERT_TRUE(loaded);
+    EXPECT_GE(loaded->state.get({"n"}).num(), last);
+    bool has_last = false;
+    for (const auto& p : loaded->pending) has_last = has_last || p.id == last;
+    EXPECT_TRUE(has_last) << last;
+    EXPECT_LE(loaded->pending.size(), 3u);
+  }
+  std::filesystem::remove_all(dir);
 }

@@ -1,6 +1,7 @@
 #include "daemon/daemon.hpp"
 
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -90,12 +91,18 @@ struct Generation {
   config::Value root;
   Settings settings;
   std::unique_ptr<rules::Engine> engine;
+  double stop_wait = 10;  // stopwait: how long SIGTERM waits for running commands
 };
 
 class Daemon {
  public:
   Daemon(std::string conf_path, bool test_mode, bool fresh, std::optional<std::string> pcap_file)
-      : conf_path_(std::move(conf_path)), test_mode_(test_mode), fresh_(fresh), pcap_file_(std::move(pcap_file)) {}
+      : conf_path_(std::move(conf_path)), test_mode_(test_mode), fresh_(fresh), pcap_file_(std::move(pcap_file)) {
+    // The command runner outlives every generation: a reload hands it, with its running
+    // children and its queue, to the next configuration.
+    if (!test_mode_) runner_ = std::make_unique<rules::ShellRunner>();
+    if (pcap_file_) clock_ = &capture_clock_;
+  }
 
   // Reads and validates everything; throws ConfigError.
   std::unique_ptr<Generation> load(bool initial = true) const {
@@ -106,10 +113,22 @@ class Daemon {
     rules::EngineOptions options;
     options.test_mode = test_mode_;
     options.test_output = &std::cout;
+    options.runner = runner_.get();
+    options.clock = clock_;
     options.load_cache = initial;
     options.fresh = fresh_;
     options.now = wall_clock();
+    // A cache written after the drop to `user` belongs to that user: accept it at the next start.
+    if (g->settings.user) {
+      if (const passwd* pw = ::getpwnam(g->settings.user->c_str())) options.cache_owner = static_cast<long>(pw->pw_uid);
+    }
     g->engine = std::make_unique<rules::Engine>(g->root, options);
+    if (auto wait = g->root.scalar("stopwait")) {
+      auto seconds = rules::parse_delay(*wait, 3600);
+      if (!seconds)
+        throw ConfigError(g->root.where_of("stopwait"), "bad stopwait '" + *wait + "' (e.g. 10s; at most 1h)");
+      g->stop_wait = *seconds;
+    }
     return g;
   }
 
@@ -175,7 +194,9 @@ class Daemon {
     double last_time = 0;
     auto callback = [&](const capture::Observation& o) {
       // The capture's clock drives the scheduler: what falls due before this packet runs first.
-      current_->engine->run_due(o.time);
+      capture_clock_.set(o.time);
+      current_->engine->run_due();
+      current_->engine->reap();
       last_time = o.time;
       on_observation(o);
     };
@@ -184,7 +205,10 @@ class Daemon {
       if (auto summary = tracker_->summary_due(last_time)) log::info(*summary);
     }
     if (!source.last_error().empty()) log::warning(*pcap_file_ + ": " + source.last_error());
-    if (last_time > 0) current_->engine->run_due(last_time);
+    if (last_time > 0) {
+      capture_clock_.set(last_time);
+      current_->engine->run_due();
+    }
     current_->engine->wait_for_commands();
     report_end(source.stats());
     for (const auto& line : current_->engine->pending_descriptions())
@@ -278,12 +302,12 @@ class Daemon {
     bool running = true;
     while (running) {
       double wait = 1.0;
-      const double now = wall_clock();
-      if (auto due = current_->engine->next_due()) wait = std::min(wait, std::max(0.0, *due - now));
+        if (auto due = current_->engine->next_due()) wait = std::min(wait, *due);
+      wait = std::min(wait, current_->engine->next_tick_in());
       if (follower) wait = std::min(wait, follower->next_check_in());
       // A child's exit closes its stderr pipe slightly before waitpid() can collect it.
-      if (current_->engine->commands_busy()) wait = std::min(wait, 0.005);
-      pollfd fds[3] = {{signal_fd, POLLIN, 0}, {-1, POLLIN, 0}, {current_->engine->command_fd(), POLLIN, 0}};
+      if (runner_ && runner_->busy()) wait = std::min(wait, 0.005);
+      pollfd fds[3] = {{signal_fd, POLLIN, 0}, {-1, POLLIN, 0}, {runner_ ? runner_->poll_fd() : -1, POLLIN, 0}};
       fds[1].fd = packets ? packets->selectable_fd() : follower->fd();
       const int timeout_ms = static_cast<int>(std::ceil(wait * 1000));
       if (poll(fds, 3, timeout_ms) < 0 && errno != EINTR) throw RuntimeError("poll: " + errno_message(errno));
@@ -303,8 +327,9 @@ class Daemon {
       if (follower && ((fds[1].revents & POLLIN) || follower->next_check_in() <= 0)) follower->read_lines(on_line);
 
       const double after = wall_clock();
-      current_->engine->run_due(after);
+      current_->engine->run_due();
       current_->engine->reap();
+      current_->engine->tick();
       tracker_->expire(after);
       if (auto summary = tracker_->summary_due(after)) {
         log::info(*summary);
@@ -312,6 +337,12 @@ class Daemon {
         if (follower) log::info(describe(follower->stats()));
       }
     }
+    // Commands already started get stopwait to finish; whatever is still running or waiting
+    // stays recorded as pending and runs again at the next start (at least once).
+    if (!current_->engine->wait_for_commands(current_->stop_wait))
+      log::warning("stopping with commands still running or queued after " +
+                   std::to_string(static_cast<int>(current_->stop_wait)) +
+                   "s; they stay pending in the state cache and run again at the next start");
     current_->engine->save();
     close(signal_fd);
     log::info("stopped");
@@ -335,6 +366,10 @@ class Daemon {
   bool test_mode_;
   bool fresh_;
   std::optional<std::string> pcap_file_;
+  std::unique_ptr<rules::ShellRunner> runner_;
+  rules::SystemClock system_clock_;
+  rules::ManualClock capture_clock_;
+  const rules::Clock* clock_ = &system_clock_;
   std::unique_ptr<Generation> current_;
   Decoder decoder_;
   std::unique_ptr<tracker::Tracker> tracker_;

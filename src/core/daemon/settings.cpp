@@ -17,12 +17,12 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 25> kKnownKeys = {
+constexpr std::array<std::string_view, 29> kKnownKeys = {
     "runmode",  "logfile",   "fileinterval", "uselogformat", "logformat",  "interface",
     "snapshotsize", "useethfilter", "ethfilter", "knock",  "portspan",   "encrypt",
     "key",      "keyfile",   "cipher",       "iv",           "actions",    "template",
     "statecache", "usecache", "knocktimeout", "maxsources",  "user",       "summaryinterval",
-    "protectedshare",
+    "protectedshare", "stateexpire", "syncinterval", "maxpending", "stopwait",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
 

@@ -2,7 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
+#include <time.h>
 #include <ctime>
 #include <iostream>
 
@@ -39,13 +41,25 @@ std::string printable(std::string_view s) {
 }
 }  // namespace
 
-std::optional<double> parse_delay(std::string_view text) {
+double SystemClock::wall() const noexcept {
+  struct timespec ts {};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+double SystemClock::mono() const noexcept {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+std::optional<double> parse_delay(std::string_view text, double max_seconds) {
   std::string t = trim(text);
   if (t.empty()) return std::nullopt;
   double unit = 60;
   char last = t.back();
-  if (last == 's' || last == 'm' || last == 'h') {
-    unit = last == 's' ? 1 : last == 'm' ? 60 : 3600;
+  if (last == 's' || last == 'm' || last == 'h' || last == 'd') {
+    unit = last == 's' ? 1 : last == 'm' ? 60 : last == 'h' ? 3600 : 86400;
     t = trim(std::string_view(t).substr(0, t.size() - 1));
   }
   if (t.empty() || t.size() > 20) return std::nullopt;
@@ -57,7 +71,7 @@ std::optional<double> parse_delay(std::string_view text) {
   }
   if (dots > 1 || digits == 0) return std::nullopt;
   double seconds = numify(t) * unit;
-  if (!std::isfinite(seconds) || seconds > 30.0 * 86400) return std::nullopt;
+  if (!std::isfinite(seconds) || seconds > max_seconds) return std::nullopt;
   return seconds;
 }
 
@@ -172,22 +186,23 @@ std::optional<std::string> Engine::substitute(const std::vector<SystemPart>& par
 
 Engine::Engine(const config::Value& root, EngineOptions options)
     : options_(std::move(options)), state_(options_.state_limits), scheduler_(options_.max_pending) {
+  clock_ = options_.clock != nullptr ? options_.clock : &system_clock_;
   if (!root.is_object()) throw ConfigError(root.where(), "the configuration must be a block");
   load_templates(root);
   load_actions(root);
-  load_cache_settings(root);
   if (options_.runner != nullptr) {
     runner_ = options_.runner;
   } else if (!options_.test_mode) {
     own_runner_ = std::make_unique<ShellRunner>();
     runner_ = own_runner_.get();
-    for (const Template& t : templates_)
-      for (const Step& step : t.steps)
-        if (step.is_nft) {
-          own_runner_->prepare_nft();
-          return;
-        }
   }
+  if (runner_ != nullptr) {
+    bool nft = false;
+    for (const Template& t : templates_)
+      for (const Step& step : t.steps) nft = nft || step.is_nft;
+    if (nft) runner_->prepare_nft();
+  }
+  load_cache_settings(root);
 }
 
 Engine::~Engine() = default;
@@ -327,6 +342,35 @@ void Engine::load_cache_settings(const config::Value& root) {
     if (!b) throw ConfigError(root.where_of("usecache"), "usecache must be yes or no, not '" + printable(*use) + "'");
     use_cache_ = *b;
   }
+  if (auto expire = root.scalar("stateexpire")) {
+    auto seconds = parse_delay(*expire, 3650.0 * 86400);
+    if (!seconds || *seconds <= 0)
+      throw ConfigError(root.where_of("stateexpire"), "bad stateexpire '" + printable(*expire) +
+                                                          "' (minutes, or with a unit: 30s, 5m, 1h, 7d; at most 10 years)");
+    state_expire_ = *seconds;
+  }
+  if (auto interval = root.scalar("syncinterval")) {
+    auto seconds = parse_delay(*interval, 3600);
+    if (!seconds)
+      throw ConfigError(root.where_of("syncinterval"), "bad syncinterval '" + printable(*interval) +
+                                                           "' (seconds with a unit, e.g. 1s, 500ms is not allowed; at most 1h)");
+    sync_interval_ = *seconds;
+  }
+  if (auto max = root.scalar("maxpending")) {
+    const std::string t = trim(*max);
+    std::size_t n = 0;
+    bool ok = !t.empty() && t.size() <= 7;
+    for (char c : t) {
+      ok = ok && c >= '0' && c <= '9';
+      if (ok) n = n * 10 + static_cast<std::size_t>(c - '0');
+    }
+    if (!ok || n == 0 || n > 1'000'000)
+      throw ConfigError(root.where_of("maxpending"), "maxpending must be a whole number from 1 to 1000000, not '" +
+                                                         printable(*max) + "'");
+    options_.max_pending = n;
+    scheduler_.set_capacity(n);
+  }
+  last_sync_ = last_expire_ = clock_->mono();
   if (!use_cache_) return;
   if (!path || trim(*path).empty()) throw ConfigError(root.where_of("usecache"), "usecache = yes needs statecache = PATH");
   cache_path_ = trim(*path);
@@ -335,56 +379,92 @@ void Engine::load_cache_settings(const config::Value& root) {
   struct stat st {};
   if (!options_.test_mode && (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)))
     throw ConfigError(root.where_of("statecache"), "statecache: directory " + dir + " does not exist");
+  if (options_.test_mode) return;
+  cache_ = std::make_unique<CacheWriter>(cache_path_);
   if (!options_.load_cache) return;
   std::optional<CacheContents> contents;
   try {
-    contents = load_cache(cache_path_, options_.state_limits, options_.max_pending);
+    contents = load_cache(cache_path_, options_.state_limits, options_.max_pending, options_.cache_owner);
   } catch (const CorruptCacheError& e) {
     if (!options_.fresh)
       throw RuntimeError(std::string(e.what()) +
                          "; to keep it aside and start with an empty state, run knockdaemon -fresh");
     std::string aside = move_cache_aside(cache_path_, options_.now);
     log::warning(std::string(e.what()) + "; moved it to " + aside + " and starting with an empty state");
+    ::unlink(journal_path(cache_path_).c_str());
   }
-  if (!contents) return;
-  state_ = std::move(contents->state);
-  for (auto& p : contents->pending) scheduler_.add(std::move(p));
-  log::info("state cache " + cache_path_ + ": " + std::to_string(state_.size()) + " keys, " +
-            std::to_string(scheduler_.size()) + " pending commands");
+  const double wall = clock_->wall(), mono = clock_->mono();
+  if (contents) {
+    state_ = std::move(contents->state);
+    // Saved due times are wall-clock times: map them back; a close overdue at start runs at once.
+    for (auto& p : contents->pending) {
+      const double due_mono = mono + std::max(0.0, p.due - wall);
+      if (scheduler_.add(std::move(p), due_mono) == 0)
+        throw RuntimeError("state cache " + cache_path_ + " holds more pending commands than maxpending allows");
+    }
+    log::info("state cache " + cache_path_ + ": " + std::to_string(state_.size()) + " keys, " +
+              std::to_string(scheduler_.size()) + " pending commands (" + std::to_string(contents->journal_records) +
+              " journal records)");
+  }
+  // A daemon that cannot record a close must not open anything: refuse to start.
+  if (auto err = cache_->snapshot(state_, scheduler_.pending(wall, mono)))
+    throw RuntimeError("state cache cannot be written: " + *err);
 }
 
 // ---------------------------------------------------------------- running
 
-bool Engine::save(bool sync) noexcept {
-  if (!use_cache_ || options_.test_mode) return true;
-  auto err = save_cache(cache_path_, state_, scheduler_.pending(), sync);
-  if (err) {
-    log::error("state cache not saved: " + *err);
+bool Engine::save() noexcept {
+  if (!cache_) return true;
+  try {
+    if (auto err = cache_->snapshot(state_, scheduler_.pending(clock_->wall(), clock_->mono()))) {
+      log::error("state cache not saved: " + *err);
+      return false;
+    }
+    last_sync_ = clock_->mono();
+    return true;
+  } catch (const std::exception& e) {
+    log::error(std::string("state cache not saved: ") + e.what());
+    return false;
+  }
+}
+
+bool Engine::record(const std::string& records) noexcept {
+  if (!cache_ || records.empty()) return true;
+  if (auto err = cache_->append(records)) {
+    log::error("state cache: " + *err);
     return false;
   }
   return true;
 }
 
-void Engine::handle(const KnockEvent& event) noexcept {
+bool Engine::refuse(const std::string& who, const std::string& why) noexcept {
+  ++refused_;
+  log::error("knock from " + who + " refused, nothing run: " + why);
+  return false;
+}
+
+bool Engine::handle(const KnockEvent& event) noexcept {
+  std::string who;
   try {
     const Vars vars = make_vars(event.values, event.logip, event.time);
-    OverlayState overlay(state_);
-    StateStore& store = options_.test_mode ? static_cast<StateStore&>(overlay) : state_;
+    who = vars[Var::Ip].defined() ? vars[Var::Ip].str() : vars[Var::LogIp].str();
+    OverlayState staged(state_);
     std::ostream& out = options_.test_output ? *options_.test_output : std::cout;
-    const auto generation = state_.generation();
-    bool scheduled = false;
+    const double mono = clock_->mono();
     std::vector<Command> now;
+    std::vector<std::pair<PendingCommand, double>> later;  // with its monotonic due time
     std::vector<std::string> done;
-    const std::string who = vars[Var::Ip].defined() ? vars[Var::Ip].str() : vars[Var::LogIp].str();
     for (const Action& action : actions_) {
       if (!action.use) continue;
-      EvalResult cond = action.condition.evaluate(vars, &store);
+      EvalResult cond = action.condition.evaluate(vars, &staged);
       if (!cond.ok) {
-        log::warning("action " + action.name + " (" + action.where.str() + "): condition: " + cond.error);
-        continue;
+        if (options_.test_mode) {
+          out << "action " << action.name << ": condition: " << cond.error << '\n';
+          continue;
+        }
+        return refuse(who, "action " + action.name + " (" + action.where.str() + "): condition: " + cond.error);
       }
       if (!cond.value.truthy()) continue;
-      bool aborted = false;
       for (std::size_t ti : action.templates) {
         const Template& t = templates_[ti];
         const std::string origin = "action " + action.name + ", template " + t.name;
@@ -394,97 +474,148 @@ void Engine::handle(const KnockEvent& event) noexcept {
               out << "would set: " << step.state->render(vars) << '\n';
               continue;
             }
-            EvalResult r = step.state->evaluate(vars, &store);
-            if (!r.ok) {
-              log::error(origin + ": state: " + r.error + "; rest of the action skipped");
-              aborted = true;
-              break;
-            }
+            EvalResult r = step.state->evaluate(vars, &staged);
+            if (!r.ok) return refuse(who, origin + ": state: " + r.error);
             continue;
           }
           std::string why;
-          auto cmd = substitute(step.system, vars, store, &why);
+          auto cmd = substitute(step.system, vars, staged, &why);
           if (!cmd) {
-            log::error(origin + ": command refused: " + why);
-            continue;
+            if (options_.test_mode) {
+              out << "would refuse the knock: " << origin << ": " << why << '\n';
+              continue;
+            }
+            return refuse(who, origin + ": command refused: " + why);
           }
           const char* kind = step.is_nft ? "nft " : "";
           if (action.delay > 0) {
-            if (options_.test_mode) {
+            if (options_.test_mode)
               out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
-            } else if (scheduler_.add({event.time + action.delay, *cmd, origin, step.is_nft})) {
-              scheduled = true;
-            } else {
-              log::error(origin + ": too many pending commands (" + std::to_string(scheduler_.capacity()) +
-                         "); not scheduled: " + *cmd);
-            }
+            else
+              later.push_back({PendingCommand{event.time + action.delay, *cmd, origin, step.is_nft, 0}, mono + action.delay});
           } else if (options_.test_mode) {
             out << "would run: " << kind << *cmd << '\n';
           } else {
-            now.push_back({*cmd, origin, step.is_nft});
+            now.push_back({*cmd, origin, step.is_nft, 0});
           }
         }
-        if (aborted) break;
       }
       done.push_back(action.name);
     }
     if (options_.test_mode) {
       out.flush();
-      return;
+      return true;
     }
-    // Save before anything is reported or run: a logged change is a saved change (the rename
-    // survives a kill -9); the fsyncs for power loss come after the commands have started, off
-    // the knock-to-open path.
-    const bool changed = state_.generation() != generation || scheduled;
-    if (changed) save(false);
+    // Everything the knock asks for must fit before any of it happens.
+    if (later.size() > scheduler_.room())
+      return refuse(who, "the table of pending responses is full (maxpending " + std::to_string(scheduler_.capacity()) +
+                             "); a close could not be recorded");
+    if (runner_ != nullptr && now.size() > runner_->room())
+      return refuse(who, "the command queue is full");
+    if (state_.size() + staged.missing_nodes() > state_.limits().max_entries)
+      return refuse(who, "the state is full (" + std::to_string(state_.limits().max_entries) + " keys)");
+    // Recorded before anything runs: once the journal has it, a kill -9 loses nothing.
+    std::string records;
+    for (const auto& [keys, value] : staged.writes()) records += state_record(keys, value, event.time);
+    for (auto& [p, due_mono] : later) {
+      p.id = scheduler_.next_id();
+      records += pending_record(p);
+    }
+    if (!record(records)) return refuse(who, "the state cache could not record it");
+    state_.set_time(event.time);
+    for (const auto& [keys, value] : staged.writes()) {
+      std::string err;
+      if (!state_.set(keys, value, &err)) log::error("state change after the checks failed: " + err);
+    }
+    for (auto& [p, due_mono] : later) scheduler_.add(std::move(p), due_mono);
     for (const auto& name : done) log::info("knock from " + who + ": action " + name);
     if (runner_ != nullptr)
       for (const auto& c : now) runner_->run(c);
-    if (changed && use_cache_ && !options_.test_mode)
-      if (auto err = sync_cache(cache_path_)) log::error("state cache not synced: " + *err);
+    return true;
   } catch (const std::exception& e) {
-    log::error(std::string("knock not handled: ") + e.what());
+    return refuse(who.empty() ? std::string("?") : who, std::string("not handled: ") + e.what());
   }
 }
 
-void Engine::run_due(double now) noexcept {
+void Engine::run_due() noexcept {
   try {
-    auto due = scheduler_.take_due(now);
-    if (due.empty()) return;
-    // Run first, then save: a crash in between runs the command again (at least once).
-    for (const auto& p : due) {
-      if (runner_ != nullptr) runner_->run({p.command, p.origin + " (delayed)", p.nft});
-    }
-    save();
+    auto due = scheduler_.take_due(clock_->mono());
+    for (const auto& p : due)
+      if (runner_ != nullptr) runner_->run({p.command, p.origin + " (delayed)", p.nft, p.id});
   } catch (const std::exception& e) {
     log::error(std::string("delayed commands: ") + e.what());
   }
 }
 
-void Engine::reap() noexcept {
-  if (runner_ != nullptr) runner_->reap();
+std::optional<double> Engine::next_due() const {
+  auto due = scheduler_.next_due();
+  if (!due) return std::nullopt;
+  return std::max(0.0, *due - clock_->mono());
 }
 
-int Engine::command_fd() const { return own_runner_ ? own_runner_->poll_fd() : -1; }
+std::vector<PendingCommand> Engine::pending() const { return scheduler_.pending(clock_->wall(), clock_->mono()); }
 
-bool Engine::commands_busy() const { return own_runner_ && own_runner_->busy(); }
+void Engine::reap() noexcept {
+  if (runner_ == nullptr) return;
+  runner_->reap();
+  try {
+    std::string records;
+    for (std::uint64_t id : runner_->take_completed())
+      if (scheduler_.finished(id)) records += done_record(id);
+    // A done record lost here only makes a restart run that close once more (at least once).
+    record(records);
+  } catch (const std::exception& e) {
+    log::error(std::string("finished commands: ") + e.what());
+  }
+}
+
+void Engine::tick() noexcept {
+  const double mono = clock_->mono();
+  if (state_expire_ > 0 && mono - last_expire_ >= std::clamp(state_expire_ / 10, 1.0, 60.0)) {
+    last_expire_ = mono;
+    const std::size_t dropped = state_.expire(clock_->wall() - state_expire_);
+    if (dropped != 0) {
+      log::info("stateexpire: dropped " + std::to_string(dropped) + " state values not written for " +
+                format_number(state_expire_, false) + "s");
+      save();
+    }
+  }
+  if (!cache_) return;
+  if (cache_->journal_bytes() > (1u << 20)) {
+    save();
+    return;
+  }
+  if (cache_->dirty() && mono - last_sync_ >= sync_interval_) {
+    last_sync_ = mono;
+    if (auto err = cache_->sync()) log::error("state cache: " + *err);
+  }
+}
+
+double Engine::next_tick_in() const {
+  double in = 60;
+  const double mono = clock_->mono();
+  if (state_expire_ > 0) in = std::min(in, last_expire_ + std::clamp(state_expire_ / 10, 1.0, 60.0) - mono);
+  if (cache_ && cache_->dirty()) in = std::min(in, last_sync_ + sync_interval_ - mono);
+  return std::max(0.0, in);
+}
 
 bool Engine::wait_for_commands(double timeout_seconds) noexcept {
-  if (own_runner_) return own_runner_->wait_idle(timeout_seconds);
+  bool idle = runner_ == nullptr || runner_->wait_idle(timeout_seconds);
   reap();
-  return true;
+  return idle;
 }
 
-std::vector<std::string> Engine::pending_descriptions(double now) const {
+std::vector<std::string> Engine::pending_descriptions(bool relative) const {
   std::vector<std::string> out;
-  for (const auto& p : scheduler_.pending()) {
+  const double wall = clock_->wall();
+  for (const auto& p : pending()) {
     std::time_t t = static_cast<std::time_t>(p.due);
     struct tm tm_local {};
     localtime_r(&t, &tm_local);
     char stamp[32];
     std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm_local);
     std::string line = std::string("due ") + stamp;
-    if (now > 0) line += " (in " + format_number(std::round(p.due - now), true) + "s)";
+    if (relative) line += " (in " + format_number(std::max(0.0, std::round(p.due - wall)), true) + "s)";
     out.push_back(line + ": " + p.origin + ": " + p.command);
   }
   return out;
@@ -493,10 +624,10 @@ std::vector<std::string> Engine::pending_descriptions(double now) const {
 void Engine::take_over(Engine& old) {
   state_ = std::move(old.state_);
   old.state_.clear();
-  for (auto& p : old.scheduler_.pending()) {
-    if (!scheduler_.add(p)) log::error("reload: too many pending commands; dropped: " + p.command);
-  }
+  scheduler_ = std::move(old.scheduler_);
+  scheduler_.set_capacity(std::max(scheduler_.size(), options_.max_pending));
   old.scheduler_.clear();
+  if (old.cache_ && cache_ && old.cache_->path() == cache_->path()) cache_ = std::move(old.cache_);
   save();
 }
 

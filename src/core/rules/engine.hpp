@@ -18,6 +18,29 @@
 
 namespace knock::rules {
 
+// The engine's two clocks: wall time for TIME/THIS* and for what is saved; a monotonic clock for
+// delays, so that a stepped wall clock neither hastens nor postpones a close.
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual double wall() const noexcept = 0;  // seconds since the epoch
+  virtual double mono() const noexcept = 0;  // seconds, arbitrary origin
+};
+class SystemClock final : public Clock {
+ public:
+  double wall() const noexcept override;
+  double mono() const noexcept override;
+};
+// Set by hand: tests, and -pcap (where the capture's time stamps are both clocks).
+class ManualClock final : public Clock {
+ public:
+  double wall() const noexcept override { return wall_now; }
+  double mono() const noexcept override { return mono_now; }
+  void set(double both) { wall_now = mono_now = both; }
+  double wall_now = 0;
+  double mono_now = 0;
+};
+
 struct KnockEvent {
   codec::KnockValues values;
   IpAddress logip;   // the source as seen on the wire or in the log (LOGIP)
@@ -28,7 +51,9 @@ struct EngineOptions {
   bool test_mode = false;             // -test: evaluate, print, change nothing, run nothing
   std::ostream* test_output = nullptr;  // where -test prints (default std::cout)
   CommandRunner* runner = nullptr;    // not owned; null: the engine's own ShellRunner
+  const Clock* clock = nullptr;       // not owned; null: the system's clocks
   bool load_cache = true;             // read statecache at construction (false on reload)
+  long cache_owner = -1;              // a uid besides root and the daemon's that may own the cache
   bool fresh = false;                 // a corrupt cache is moved aside instead of refused
   double now = 0;                     // for naming a cache moved aside
   ExprLimits expr_limits;
@@ -36,8 +61,9 @@ struct EngineOptions {
   std::size_t max_pending = 10'000;
 };
 
-// "5" (minutes), "0.05", "30s", "5m", "1h" -> seconds; nullopt when malformed or over 30 days.
-std::optional<double> parse_delay(std::string_view text);
+// "5" (minutes), "0.05", "30s", "5m", "1h", "2d" -> seconds; nullopt when malformed or over
+// max_seconds (30 days by default).
+std::optional<double> parse_delay(std::string_view text, double max_seconds = 30.0 * 86400);
 
 class Engine {
  public:
@@ -48,31 +74,37 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // One decoded knock: every used action whose condition holds, in config order.
-  void handle(const KnockEvent& event) noexcept;
-  // Runs the delayed commands due at `now`.
-  void run_due(double now) noexcept;
-  std::optional<double> next_due() const { return scheduler_.next_due(); }
-  std::vector<PendingCommand> pending() const { return scheduler_.pending(); }
+  // One decoded knock: every used action whose condition holds, in config order. All or
+  // nothing: when any matching action fails (a condition or state error, a value that may not
+  // reach a command) or anything it asks for cannot be recorded (pending table or command queue
+  // full, state full, journal not writable), the knock is refused as a whole: no state changes,
+  // no command, a log line saying why (fail closed: an open never runs without its close).
+  // Returns false when the knock was refused.
+  bool handle(const KnockEvent& event) noexcept;
+  // Hands the delayed commands that fell due to the runner; they stay pending until finished.
+  void run_due() noexcept;
+  std::optional<double> next_due() const;  // seconds from now until the next one, or nullopt
+  std::vector<PendingCommand> pending() const;
   // One line per pending command: "due 2024-03-05 10:10:00 (in 300s): action a, template t: CMD".
-  std::vector<std::string> pending_descriptions(double now = 0) const;
-  // Collects finished commands (forwards to the runner).
+  std::vector<std::string> pending_descriptions(bool relative = false) const;
+  // Collects finished commands and records them done.
   void reap() noexcept;
-  // Readable when a running command wrote to stderr or exited (then call reap()); -1 when
-  // there is none. Poll it with a timeout of at most a second.
-  int command_fd() const;
-  // Commands running or queued: the caller should reap() soon.
-  bool commands_busy() const;
+  // Journal fsync (at most once per syncinterval), compaction, state expiry. Call from the loop;
+  // next_tick_in() says when it next has work.
+  void tick() noexcept;
+  double next_tick_in() const;
   // Waits (reaping) until no command runs or is queued, at most `timeout_seconds`.
   bool wait_for_commands(double timeout_seconds = 60) noexcept;
 
   const StateTree& state() const { return state_; }
   bool uses_cache() const { return use_cache_; }
   const std::string& cache_path() const { return cache_path_; }
-  // Writes the cache now (when usecache); false and logged on failure.
-  bool save(bool sync = true) noexcept;
-  // SIGHUP: take the state and pending commands of the engine being replaced, then save.
+  // Writes a snapshot of the cache now (when usecache); false and logged on failure.
+  bool save() noexcept;
+  // SIGHUP: take the state, pending commands and open journal of the engine being replaced.
   void take_over(Engine& old);
+  const Scheduler& scheduler() const { return scheduler_; }
+  std::uint64_t refused_knocks() const { return refused_; }
 
   std::size_t action_count() const { return actions_.size(); }
 
@@ -115,13 +147,25 @@ class Engine {
   void add_action(std::string name, const config::Value& body);
   void load_cache_settings(const config::Value& root);
 
+  bool refuse(const std::string& who, const std::string& why) noexcept;
+  // Appends to the journal (when usecache); false and logged on failure.
+  bool record(const std::string& records) noexcept;
+
   EngineOptions options_;
+  SystemClock system_clock_;
+  const Clock* clock_ = nullptr;
   std::vector<Template> templates_;
   std::vector<Action> actions_;
   StateTree state_;
   Scheduler scheduler_;
   bool use_cache_ = false;
   std::string cache_path_;
+  std::unique_ptr<CacheWriter> cache_;
+  double state_expire_ = 0;    // stateexpire in seconds; 0: never
+  double sync_interval_ = 1;   // syncinterval in seconds
+  double last_sync_ = 0;       // monotonic
+  double last_expire_ = 0;     // monotonic
+  std::uint64_t refused_ = 0;
   std::unique_ptr<ShellRunner> own_runner_;
   CommandRunner* runner_ = nullptr;
 };

@@ -32,26 +32,37 @@ ShellRunner::~ShellRunner() {
   if (epoll_fd_ >= 0) ::close(epoll_fd_);
 }
 
-void ShellRunner::run(const Command& command) noexcept {
+bool ShellRunner::run(const Command& command) noexcept {
   try {
     // In order: an nft command runs at once only when nothing is running or waiting.
     if (command.nft && children_.empty() && queue_.empty()) {
       run_nft(command);
-      return;
+      return true;
     }
     if (!command.nft && children_.size() < options_.max_children && queue_.empty()) {
       start(command);
-      return;
+      return true;
     }
-    if (queue_.size() >= options_.max_queue) {
-      log::error("command queue full (" + std::to_string(options_.max_queue) + "); not running " +
-                 command.origin + ": " + command.text);
-      return;
+    if (command.id == 0) {
+      if (queued_immediate_ >= options_.max_queue) {
+        log::error("command queue full (" + std::to_string(options_.max_queue) + "); not running " +
+                   command.origin + ": " + command.text);
+        return false;
+      }
+      ++queued_immediate_;
     }
     queue_.push_back(command);
+    return true;
   } catch (...) {
-    log::error("out of memory; not running a command");
+    // A pending response is reported done only once it ran: it stays recorded as started and
+    // runs again after a restart.
+    log::error("out of memory; not running " + command.origin);
+    return false;
   }
+}
+
+std::size_t ShellRunner::room() const noexcept {
+  return queued_immediate_ >= options_.max_queue ? 0 : options_.max_queue - queued_immediate_;
 }
 
 std::vector<std::string> plain_command_words(std::string_view text) {
@@ -99,6 +110,7 @@ void ShellRunner::run_nft(const Command& command) noexcept {
     }
     if (finished_.size() >= 64) finished_.pop_front();
     finished_.push_back({"nft " + command.text, ok ? 0 : 1, error});
+    if (command.id != 0) completed_.push_back(command.id);
   } catch (...) {
     log::error("out of memory; not running an nft command");
   }
@@ -147,6 +159,8 @@ void ShellRunner::start(const Command& command) noexcept {
   if (rc != 0) {
     ::close(pipefd[0]);
     log::error("cannot run " + command.origin + ": " + errno_message(rc));
+    // Nothing will ever make this command start (no such program): it has run as far as it can.
+    if (command.id != 0) completed_.push_back(command.id);
     return;
   }
   log::info("running " + command.origin + ": " + command.text);
@@ -212,6 +226,7 @@ void ShellRunner::finish(Child& child) noexcept {
   else
     log::warning(msg);
   try {
+    if (child.command.id != 0) completed_.push_back(child.command.id);
     finished_.push_back({child.command.text, child.status, head});
     if (finished_.size() > 64) finished_.pop_front();
   } catch (...) {
@@ -237,12 +252,14 @@ void ShellRunner::reap() noexcept {
       if (!children_.empty()) break;  // after the shell commands queued before it
       Command next = std::move(queue_.front());
       queue_.pop_front();
+      if (next.id == 0) --queued_immediate_;
       run_nft(next);
       continue;
     }
     if (children_.size() >= options_.max_children) break;
     Command next = std::move(queue_.front());
     queue_.pop_front();
+    if (next.id == 0) --queued_immediate_;
     start(next);
   }
 }

@@ -5,6 +5,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <cstdint>
 #include <sys/types.h>
 #include <vector>
 
@@ -16,34 +18,58 @@ struct Command {
   std::string text;    // for /bin/sh -c
   std::string origin;  // "action NAME, template T" for logs
   bool nft = false;    // run in process through libnftables, not by /bin/sh
+  // A pending response's id in the scheduler (0: an immediate command). The runner reports it
+  // through take_completed() once the command has finished, and never refuses it.
+  std::uint64_t id = 0;
 };
 
 class CommandRunner {
  public:
   virtual ~CommandRunner() = default;
-  // Starts (or queues) a command; never blocks on it and never throws.
-  virtual void run(const Command& command) noexcept = 0;
+  // Starts (or queues) a command; never blocks on it and never throws. False when an
+  // immediate command (id 0) was refused because the queue is full; a pending response (id != 0)
+  // is never refused.
+  virtual bool run(const Command& command) noexcept = 0;
   // Collects finished children; the daemon calls it from its loop. Never blocks.
   virtual void reap() noexcept {}
+  // Immediate commands that would still be accepted now.
+  virtual std::size_t room() const noexcept { return static_cast<std::size_t>(-1); }
+  // Ids of the pending responses (Command::id) whose command finished since the last call.
+  virtual std::vector<std::uint64_t> take_completed() noexcept { return {}; }
+  // Prepares libnftables before the first knock (when a template uses nft).
+  virtual void prepare_nft() noexcept {}
+  // Commands running or waiting; the caller should reap() soon.
+  virtual bool busy() const noexcept { return false; }
+  // Readable when a running command wrote or exited; -1 when there is none.
+  virtual int poll_fd() const noexcept { return -1; }
+  // Reaps until idle or the timeout passes (for shutdown and tests). True when idle.
+  virtual bool wait_idle(double /*timeout_seconds*/) noexcept { return true; }
 };
 
 // Records commands instead of running them.
 class RecordingRunner final : public CommandRunner {
  public:
-  void run(const Command& command) noexcept override {
+  bool run(const Command& command) noexcept override {
     try {
       commands.push_back(command);
+      if (command.id != 0) completed.push_back(command.id);
     } catch (...) {
     }
+    return true;
   }
+  std::vector<std::uint64_t> take_completed() noexcept override { return std::exchange(completed, {}); }
   std::vector<Command> commands;
+  std::vector<std::uint64_t> completed;
 };
 
 struct ShellRunnerOptions {
   // Running at once; the rest wait in a queue. One by default: commands run in the order the
   // knocks asked for them, so a firewall's close never overtakes its open.
   std::size_t max_children = 1;
-  std::size_t max_queue = 256;     // beyond this, commands are refused (and logged)
+  // Immediate commands waiting beyond this are refused (the engine asks room() first and then
+  // refuses the whole knock: fail closed). Pending responses that fell due are never refused:
+  // their number is bounded by the scheduler's table.
+  std::size_t max_queue = 4096;
   std::size_t stderr_bytes = 2048; // kept from a child's stderr for the log
   std::size_t stderr_lines = 5;    // lines of it logged
   std::string shell = "/bin/sh";
@@ -64,20 +90,21 @@ class ShellRunner final : public CommandRunner {
   ShellRunner(const ShellRunner&) = delete;
   ShellRunner& operator=(const ShellRunner&) = delete;
 
-  void run(const Command& command) noexcept override;
+  bool run(const Command& command) noexcept override;
   void reap() noexcept override;
+  std::size_t room() const noexcept override;
+  std::vector<std::uint64_t> take_completed() noexcept override { return std::exchange(completed_, {}); }
   // Sets up libnftables now rather than on the first knock (it reads the ruleset once).
-  void prepare_nft() noexcept;
+  void prepare_nft() noexcept override;
 
-  bool busy() const { return !children_.empty() || !queue_.empty(); }
+  bool busy() const noexcept override { return !children_.empty() || !queue_.empty(); }
   std::size_t running() const { return children_.size(); }
   std::size_t queued() const { return queue_.size(); }
   // The stderr pipes of running children (readable when they write or exit).
   std::vector<int> fds() const;
   // One epoll descriptor over those pipes: readable when any child wrote or exited.
-  int poll_fd() const { return epoll_fd_; }
-  // Reaps until idle or the timeout passes (for shutdown and tests). True when idle.
-  bool wait_idle(double timeout_seconds) noexcept;
+  int poll_fd() const noexcept override { return epoll_fd_; }
+  bool wait_idle(double timeout_seconds) noexcept override;
 
   struct Finished {
     std::string command;
@@ -106,6 +133,8 @@ class ShellRunner final : public CommandRunner {
   std::vector<Child> children_;
   std::deque<Command> queue_;
   std::deque<Finished> finished_;
+  std::vector<std::uint64_t> completed_;
+  std::size_t queued_immediate_ = 0;
   int epoll_fd_ = -1;
 };
 

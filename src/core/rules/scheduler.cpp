@@ -4,31 +4,67 @@
 
 namespace knock::rules {
 
-bool Scheduler::add(PendingCommand command) {
-  if (queue_.size() >= max_ || !std::isfinite(command.due)) return false;
-  double due = command.due;
-  queue_.emplace(std::make_pair(due, seq_++), std::move(command));
-  return true;
+std::uint64_t Scheduler::add(PendingCommand command, double due_mono) {
+  if (size() >= max_ || !std::isfinite(due_mono) || !std::isfinite(command.due)) return 0;
+  if (command.id == 0 || ids_.count(command.id) != 0) {
+    while (ids_.count(next_id_) != 0) ++next_id_;
+    command.id = next_id_++;
+  } else if (command.id >= next_id_) {
+    next_id_ = command.id + 1;
+  }
+  const std::uint64_t id = command.id;
+  ids_.insert(id);
+  waiting_.emplace(std::make_pair(due_mono, seq_++), std::move(command));
+  return id;
 }
 
-std::vector<PendingCommand> Scheduler::take_due(double now) {
+std::uint64_t Scheduler::next_id() {
+  while (ids_.count(next_id_) != 0) ++next_id_;
+  return next_id_++;
+}
+
+std::vector<PendingCommand> Scheduler::take_due(double mono_now) {
   std::vector<PendingCommand> out;
-  while (!queue_.empty() && queue_.begin()->first.first <= now) {
-    out.push_back(std::move(queue_.begin()->second));
-    queue_.erase(queue_.begin());
+  while (!waiting_.empty() && waiting_.begin()->first.first <= mono_now) {
+    auto node = waiting_.extract(waiting_.begin());
+    out.push_back(node.mapped());
+    started_.emplace(node.mapped().id, Entry{node.key().first, std::move(node.mapped())});
   }
   return out;
 }
 
+bool Scheduler::finished(std::uint64_t id) {
+  if (started_.erase(id) == 0) return false;
+  ids_.erase(id);
+  return true;
+}
+
+void Scheduler::restart_started(double mono_now) {
+  for (auto& [id, entry] : started_) waiting_.emplace(std::make_pair(mono_now, seq_++), std::move(entry.command));
+  started_.clear();
+}
+
 std::optional<double> Scheduler::next_due() const {
-  if (queue_.empty()) return std::nullopt;
-  return queue_.begin()->first.first;
+  if (waiting_.empty()) return std::nullopt;
+  return waiting_.begin()->first.first;
+}
+
+std::vector<PendingCommand> Scheduler::pending(double wall_now, double mono_now) const {
+  std::vector<PendingCommand> out;
+  out.reserve(size());
+  for (const auto& [id, entry] : started_) out.push_back(entry.command);
+  for (const auto& [key, cmd] : waiting_) {
+    out.push_back(cmd);
+    out.back().due = wall_now + (key.first - mono_now);
+  }
+  return out;
 }
 
 std::vector<PendingCommand> Scheduler::pending() const {
   std::vector<PendingCommand> out;
-  out.reserve(queue_.size());
-  for (const auto& [key, cmd] : queue_) out.push_back(cmd);
+  out.reserve(size());
+  for (const auto& [id, entry] : started_) out.push_back(entry.command);
+  for (const auto& [key, cmd] : waiting_) out.push_back(cmd);
   return out;
 }
 

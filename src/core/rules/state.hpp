@@ -35,10 +35,22 @@ class StateTree final : public StateStore {
   struct Entry {
     std::vector<std::string> keys;
     Scalar value;
+    double mtime = 0;  // wall time of the last write (for stateexpire)
   };
   // Every key that holds a value, in key order.
   std::vector<Entry> entries() const;
   std::size_t size() const { return count_; }  // keys of all levels
+  // The time stamped on values written from now on (wall clock, seconds since the epoch).
+  void set_time(double now) { now_ = now; }
+  // set() with an explicit time stamp (loading a cache).
+  bool set_at(const std::vector<std::string>& keys, const Scalar& value, double mtime, std::string* error);
+  // Checks keys and value against the limits except the number of keys; false with *error.
+  bool check(const std::vector<std::string>& keys, const Scalar& value, std::string* error) const;
+  // Keys that set(keys, ...) would create.
+  std::size_t missing_nodes(const std::vector<std::string>& keys) const;
+  // Drops every value last written before `before` (and keys left with neither value nor
+  // children); returns how many values were dropped.
+  std::size_t expire(double before);
   bool empty() const { return count_ == 0; }
   // Changes with every successful set() (to know whether to save).
   std::uint64_t generation() const { return generation_; }
@@ -49,6 +61,7 @@ class StateTree final : public StateStore {
   struct Node {
     Scalar value;
     bool has_value = false;
+    double mtime = 0;
     std::map<std::string, std::unique_ptr<Node>, std::less<>> children;
   };
   static std::unique_ptr<Node> copy(const Node& n);
@@ -56,17 +69,23 @@ class StateTree final : public StateStore {
   std::unique_ptr<Node> root_ = std::make_unique<Node>();
   std::size_t count_ = 0;
   std::uint64_t generation_ = 0;
+  double now_ = 0;
 };
 
-// For -test: reads fall through to a tree, writes stay here and are dropped with the overlay.
+// The changes of one knock, staged: reads fall through to the tree, writes stay here (checked
+// against the tree's limits) until the engine commits them all or drops them all (-test, or a
+// knock refused because something could not be recorded).
 class OverlayState final : public StateStore {
  public:
-  explicit OverlayState(const StateStore& base) : base_(base) {}
+  explicit OverlayState(const StateTree& base) : base_(base) {}
   Scalar get(const std::vector<std::string>& keys) const override;
   bool set(const std::vector<std::string>& keys, const Scalar& value, std::string* error) override;
+  const std::map<std::vector<std::string>, Scalar>& writes() const { return writes_; }
+  // Keys the tree would have to create for these writes (an upper bound).
+  std::size_t missing_nodes() const;
 
  private:
-  const StateStore& base_;
+  const StateTree& base_;
   std::map<std::vector<std::string>, Scalar> writes_;
 };
 
@@ -83,29 +102,68 @@ class CorruptCacheError : public RuntimeError {
 struct CacheContents {
   StateTree state;
   std::vector<PendingCommand> pending;
+  std::size_t journal_records = 0;  // records applied from PATH.journal
 };
 
 inline constexpr std::size_t kMaxCacheBytes = 64 * 1024 * 1024;
 
-// Reads the cache. nullopt when the file does not exist. Throws RuntimeError naming the file
-// (and line) when it is unreadable, corrupt or truncated, or not safe: a symlink, not a regular
-// file, owned by another user, writable by group or others, or in a directory others may write
-// to without the sticky bit.
+// PATH's journal: PATH.journal.
+std::string journal_path(const std::string& path);
+
+// Reads the cache: the snapshot PATH and the records appended to PATH.journal since it was
+// written (a journal that belongs to another snapshot is ignored; a torn last line, from a crash
+// in the middle of a write, is dropped). nullopt when neither exists. Throws RuntimeError naming
+// the file (and line) when it is unreadable, corrupt or truncated (CorruptCacheError), or not
+// safe: a symlink, not a regular file, owned by a user other than root, the daemon or
+// `also_owner`, writable by group or others, or in a directory others may write to without the
+// sticky bit. Reads format 1 (before pending ids and time stamps) and 2.
 std::optional<CacheContents> load_cache(const std::string& path, const StateLimits& limits = {},
-                                        std::size_t max_pending = 10'000);
+                                        std::size_t max_pending = 10'000, long also_owner = -1);
 
-// Replaces the cache atomically: temp file in the same directory (O_EXCL|O_NOFOLLOW, 0600),
-// fsync, rename over PATH, fsync the directory. Returns an error message, or nullopt on success.
-// With sync = false the two fsyncs are left to sync_cache(): the rename alone already survives
-// the daemon being killed (the kernel has the data); the fsyncs add power-loss safety, and the
-// engine does them after starting a knock's commands rather than before.
+// Replaces the snapshot atomically: temp file in the same directory (O_EXCL|O_NOFOLLOW, 0600),
+// fsync, rename over PATH, fsync the directory. `journal` names the journal that belongs to it.
+// Returns an error message, or nullopt on success.
 std::optional<std::string> save_cache(const std::string& path, const StateTree& state,
-                                      const std::vector<PendingCommand>& pending, bool sync = true) noexcept;
-// fsync of the cache file and its directory (the second half of save_cache with sync = false).
-std::optional<std::string> sync_cache(const std::string& path) noexcept;
+                                      const std::vector<PendingCommand>& pending, std::uint64_t journal = 0) noexcept;
 
-// The cache text (also what save_cache writes).
-std::string serialize_cache(const StateTree& state, const std::vector<PendingCommand>& pending);
+// The snapshot text (also what save_cache writes).
+std::string serialize_cache(const StateTree& state, const std::vector<PendingCommand>& pending,
+                            std::uint64_t journal = 0);
+
+// Journal records (one line each, format in doc/RULES.md).
+std::string state_record(const std::vector<std::string>& keys, const Scalar& value, double mtime);
+std::string pending_record(const PendingCommand& command);
+std::string done_record(std::uint64_t id);
+
+// Keeps the cache on disk while the daemon runs: a snapshot now and then, and in between an
+// append-only journal of what changed. An append is one write(2) (no fsync): once it returns,
+// the change survives the daemon being killed; sync() (at most once per interval, and before
+// exit) adds power-loss safety. An append that fails is undone (the journal is cut back), so a
+// caller that gets an error knows nothing of it was recorded.
+class CacheWriter {
+ public:
+  explicit CacheWriter(std::string path) : path_(std::move(path)) {}
+  ~CacheWriter();
+  CacheWriter(const CacheWriter&) = delete;
+  CacheWriter& operator=(const CacheWriter&) = delete;
+
+  // Writes a new snapshot of everything and starts an empty journal for it (both fsynced).
+  std::optional<std::string> snapshot(const StateTree& state, const std::vector<PendingCommand>& pending) noexcept;
+  // Appends records; an error when there is no journal (no snapshot yet, or the last failed).
+  std::optional<std::string> append(std::string_view records) noexcept;
+  // fdatasync of the journal when something was appended since the last sync.
+  std::optional<std::string> sync() noexcept;
+  bool dirty() const { return dirty_; }
+  bool ready() const { return fd_ >= 0; }
+  std::size_t journal_bytes() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::size_t size_ = 0;
+  bool dirty_ = false;
+};
 
 // Renames PATH to PATH.corrupt-<YYYYmmdd-HHMMSS> (adding -N if taken) to start afresh.
 // Returns the new name; throws RuntimeError when the rename fails.
