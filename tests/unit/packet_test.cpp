@@ -89,6 +89,38 @@ TEST(Packet, HandWrittenRawIpv6Udp) {
   EXPECT_EQ(r.observation.protocol, kProtoUdp);
 }
 
+// A single-packet knock rides in a UDP payload: the observation points at exactly the bytes the
+// UDP length names, cut at the end of the capture (and of the IP packet: Ethernet padding after
+// it is not payload).
+TEST(Packet, UdpPayloadIsBoundedByUdpLengthIpLengthAndCapture) {
+  std::vector<std::uint8_t> f = {
+      0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00,                 // Ethernet
+      0x45, 0, 0, 33, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 2, 198, 18, 0, 1,  // IPv4, 33 bytes
+      0x9c, 0x40, 0xf3, 0x1a, 0x00, 13, 0, 0,                             // UDP to 62234, length 13
+      'h', 'e', 'l', 'l', 'o',
+      0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee};  // padding
+  ParseResult r = parse(kDltEn10mb, f);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.observation.dest_port, 62234);
+  ASSERT_EQ(r.observation.payload_size, 5u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(r.observation.payload), 5), "hello");
+  // A UDP length beyond the packet: only what the packet holds.
+  f[14 + 20 + 5] = 200;
+  r = parse(kDltEn10mb, f);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.observation.payload_size, 5u);
+  // A capture cut inside the payload: only what was captured.
+  r = parse(kDltEn10mb, std::vector<std::uint8_t>(f.begin(), f.begin() + 14 + 20 + 8 + 2));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.observation.payload_size, 2u);
+  // A UDP length under 8 (no payload) and TCP: none.
+  f[14 + 20 + 5] = 4;
+  r = parse(kDltEn10mb, f);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.observation.payload_size, 0u);
+  EXPECT_EQ(r.observation.payload, nullptr);
+}
+
 TEST(Packet, EveryLinkTypeTcpAndUdpV4V6) {
   for (int dlt : kAllLinks) {
     for (bool v6 : {false, true}) {

@@ -24,6 +24,10 @@ struct Observation {
   std::uint32_t tcp_seq = 0;
   bool has_tcp_seq = false;        // false for UDP and for log lines (no sequence number)
   double time = 0;                 // seconds since the epoch: packet timestamp or time read
+  // A UDP datagram's payload (a single-packet knock): valid only during the callback that
+  // delivers the observation; null for TCP and log lines.
+  const std::uint8_t* payload = nullptr;
+  std::uint16_t payload_size = 0;
 };
 
 }  // namespace knock::capture

@@ -67,6 +67,13 @@ ParseResult parse_l4(std::uint8_t proto, Reader r, ParseResult res) noexcept {
     o.dest_port = r.be16(2);
     o.tcp_flags = 0;
     o.has_tcp_seq = false;
+    // The datagram's payload, as far as both the UDP length and the capture reach.
+    const std::uint16_t udp_len = r.be16(4);
+    if (udp_len >= 8) {
+      const Reader payload = r.from(8).first(static_cast<std::size_t>(udp_len - 8));
+      o.payload = payload.size() != 0 ? payload.at(0) : nullptr;
+      o.payload_size = static_cast<std::uint16_t>(payload.size());
+    }
   } else {
     return fail(ParseStatus::NotTcpUdp);
   }
