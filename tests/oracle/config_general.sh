@@ -4,8 +4,9 @@
 #  - every tests/data/config/bad/*.conf: knockdaemon must exit 2 with stderr starting
 #    "FILE:LINE:" (LINE from the file's "# expect-line: N" comment). Config::General must fail too,
 #    except on the files whose comment says why we are stricter: it accepts a mismatched end tag,
-#    silently drops an unterminated here-document or a continued last line, skips an include loop
-#    with a warning and nests blocks without limit.
+#    silently drops an unterminated here-document or a continued last line (or one that is just
+#    "0"), skips an include loop with a warning, nests blocks without limit, ignores a here-document
+#    whose key is 0 and, after a byte-order mark, takes Unicode white space for blanks.
 # Both run from the file's directory on its absolute path: Config::General looks for <<include>>
 # files in the current directory (then in the main file's directory); we look next to the
 # including file. For files under good/ that include inc/*.inc the two agree.
@@ -23,7 +24,7 @@ trap 'rm -rf "$TMP"' EXIT
 perl -MConfig::General -MJSON::PP -e 1 || { echo "FAIL: Perl Config::General or JSON::PP missing"; exit 1; }
 
 # Files where Config::General does not fail but we do (see the comment in each file).
-STRICTER=" mismatched-end-tag.conf unterminated-heredoc.conf continued-at-eof.conf include-loop.conf too-deep.conf "
+STRICTER=" mismatched-end-tag.conf unterminated-heredoc.conf continued-at-eof.conf include-loop.conf too-deep.conf heredoc-key-zero.conf continued-zero.conf bom-unicode-space.conf "
 
 failures=0
 good=0
@@ -53,7 +54,7 @@ for f in "$DATA_DIR"/config/bad/*.conf; do
   f=$(cd "$(dirname "$f")" && pwd)/$(basename "$f")
   dir=$(dirname "$f")
   name=$(basename "$f")
-  line=$(sed -n '1s/^# expect-line: \([0-9][0-9]*\).*/\1/p' "$f")
+  line=$(sed -n '1s/^\xEF\xBB\xBF//; 1s/^# expect-line: \([0-9][0-9]*\).*/\1/p' "$f")
   if [ -z "$line" ]; then
     echo "FAIL: $f has no '# expect-line: N' first line"; failures=$((failures + 1)); continue
   fi
