@@ -22,7 +22,7 @@ grep -q "^ExecStartPre=$prefix/bin/knockdaemon -check" "$r/$p/lib/systemd/system
 conf="$r/etc/portknock/knockdaemon.conf"
 printf 'shipped-config-test-key\n' >"$r/etc/portknock/knock.key"
 mkdir -p "$r/var/lib/portknock"
-sed -i "s|/etc/portknock/knock.key|$r/etc/portknock/knock.key|; s|/var/lib/portknock/|$r/var/lib/portknock/|" "$conf"
+sed -i "s|/etc/portknock/|$r/etc/portknock/|g; s|/var/lib/portknock/|$r/var/lib/portknock/|" "$conf"
 chmod 600 "$r"/etc/portknock/*
 "$r/$p/bin/knockdaemon" -check -conf "$conf" >/dev/null || fail "the shipped config does not pass -check"
 # knockclient with the shipped client config and the same key agrees with the daemon's codec.

@@ -174,6 +174,32 @@ TEST(ConfigParse, OddBlockNames) {
 TEST(ConfigParse, Unicode) {
   EXPECT_EQ(text_of(parse_string("n = Zo\xC3\xAB \xE2\x82\xAC\n", "t.conf"), "n"), "Zo\xC3\xAB \xE2\x82\xAC");
   EXPECT_EQ(text_of(parse_string("\xEF\xBB\xBFk = v\n", "t.conf"), "k"), "v");  // BOM dropped
+  // Without a byte-order mark U+00A0 is two ordinary bytes, for Config::General too.
+  EXPECT_EQ(json("k\xC2\xA0= v\n"), "{\n   \"k\xC2\xA0\" : \"v\"\n}\n");
+  auto error = [](const std::string& text) -> std::string {
+    try {
+      parse_string(text, "t.conf");
+    } catch (const ConfigError& e) {
+      return e.where().str() + ": " + e.what();
+    }
+    return "accepted";
+  };
+  // After a byte-order mark: Unicode white space and malformed UTF-8 are refused at their line.
+  EXPECT_NE(error("\xEF\xBB\xBF" "a = 1\nk = v\xE3\x80\x80w\n").find("t.conf:2"), std::string::npos);
+  EXPECT_NE(error("\xEF\xBB\xBF" "a = 1\nk = v\xE3\x80\x80w\n").find("U+3000"), std::string::npos);
+  EXPECT_NE(error("\xEF\xBB\xBFk = \xC0\xAF\n").find("malformed UTF-8"), std::string::npos);   // overlong
+  EXPECT_NE(error("\xEF\xBB\xBFk = \xED\xA0\x80\n").find("malformed UTF-8"), std::string::npos);  // surrogate
+  EXPECT_NE(error("\xEF\xBB\xBFk = \xE2\x82\n").find("malformed UTF-8"), std::string::npos);  // cut short
+}
+
+TEST(ConfigParse, LoneBackslashAndHereDocZero) {
+  // Config::General: a line holding only "\" continues nothing.
+  EXPECT_EQ(json("\\\nk = v\n"), "{\n   \"k\" : \"v\"\n}\n");
+  EXPECT_EQ(json("\\\nk = v\na \\\nb\n"), "{\n   \"a\" : \"b\",\n   \"k\" : \"v\"\n}\n");
+  EXPECT_THROW(parse_string("0\\\nk = v\n", "t.conf"), ConfigError);  // "0" would be dropped
+  EXPECT_THROW(parse_string("0 <<EOF\nx\nEOF\n", "t.conf"), ConfigError);
+  EXPECT_THROW(parse_string("0 = <<EOF\nx\nEOF\n", "t.conf"), ConfigError);
+  EXPECT_EQ(json("00 <<EOF\nx\nEOF\n"), "{\n   \"00\" : \"x\"\n}\n");  // "00" is true in Perl
 }
 
 TEST(ConfigJson, FormatsLikeJsonPP) {
@@ -303,6 +329,7 @@ TEST(ConfigCorpus, BadFilesFailAtTheirLine) {
     std::ifstream in(entry.path());
     std::string first;
     std::getline(in, first);
+    if (first.rfind("\xEF\xBB\xBF", 0) == 0) first.erase(0, 3);  // a byte-order mark
     ASSERT_EQ(first.rfind("# expect-line: ", 0), 0U) << entry.path();
     const int want = std::stoi(first.substr(15));
     try {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <regex>
 #include <sstream>
+#include <unistd.h>
 
 #include "rules/expr.hpp"
 #include "rules/state.hpp"
@@ -248,6 +249,49 @@ std::string describe(const EvalResult& r, const StateTree& st) {
   }
   return s;
 }
+// Runs every case through perl (the original's own translation) and through Expr; returns
+// {ours, perl's} per case. Perl's list is empty when perl is not installed.
+std::pair<std::vector<std::string>, std::vector<std::string>> run_cases(const std::vector<PerlCase>& cases) {
+  std::string script = "no strict; no warnings;\n"
+                       "sub dump_s { my ($h, $p, $out) = @_; for my $k (sort keys %$h) {"
+                       " my $v = $h->{$k}; my $q = $p eq '' ? $k : \"$p/$k\";"
+                       " if (ref $v) { dump_s($v, $q, $out) } else { push @$out, \"$q=\" . (defined $v ? $v : 'undef') } } }\n";
+  std::vector<std::string> ours;
+  for (const auto& c : cases) {
+    Vars vars = sample_vars(c.flag0, c.time);
+    StateTree st;
+    std::string init = "{ my $S = {};";
+    for (const auto& [keys, value] : c.state) {
+      st.set(keys, Scalar::string(value), nullptr);
+      init += " $S->";
+      for (const auto& k : keys) init += "{'" + k + "'}";
+      init += " = '" + value + "';";
+    }
+    script += init + " my $r = eval { " + to_perl(c.expr, vars) + " };"
+              " my @o; dump_s($S, '', \\@o);"
+              " print join(' ', ($@ ? 'E' : defined $r ? \"D:$r\" : 'U'), @o), \"\\n\"; }\n";
+    auto r = Expr::parse(c.expr, here()).evaluate(vars, &st);
+    ours.push_back(describe(r, st));
+  }
+  std::vector<std::string> perl;
+  if (std::system("perl -e 1 >/dev/null 2>&1") != 0) return {ours, perl};
+  std::string path = std::string(BINARY_DIR) + "/expr_perl_check_" + std::to_string(getpid()) + ".pl";
+  std::ofstream(path) << script;
+  FILE* p = popen(("perl " + path).c_str(), "r");
+  EXPECT_NE(p, nullptr);
+  if (p == nullptr) return {ours, perl};
+  std::string perl_out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) perl_out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << perl_out;
+  std::remove(path.c_str());
+  std::istringstream lines(perl_out);
+  std::string line;
+  while (std::getline(lines, line)) perl.push_back(line);
+  EXPECT_EQ(perl.size(), cases.size()) << "perl printed a different number of lines";
+  return {ours, perl};
+}
 }  // namespace
 
 TEST(Expr, MatchesPerlOnTheRecipes) {
@@ -292,40 +336,161 @@ TEST(Expr, MatchesPerlOnTheRecipes) {
                                        {{"198.18.0.1", "a"}, "-4"},
                                        {{"198.18.0.1", "b"}, "x"}}});
   }
-  std::string script = "no strict; no warnings;\n"
-                       "sub dump_s { my ($h, $p, $out) = @_; for my $k (sort keys %$h) {"
-                       " my $v = $h->{$k}; my $q = $p eq '' ? $k : \"$p/$k\";"
-                       " if (ref $v) { dump_s($v, $q, $out) } else { push @$out, \"$q=\" . (defined $v ? $v : 'undef') } } }\n";
-  std::vector<std::string> ours;
-  for (const auto& c : cases) {
-    Vars vars = sample_vars(c.flag0, c.time);
-    StateTree st;
-    std::string init = "{ my $S = {};";
-    for (const auto& [keys, value] : c.state) {
-      st.set(keys, Scalar::string(value), nullptr);
-      init += " $S->";
-      for (const auto& k : keys) init += "{'" + k + "'}";
-      init += " = '" + value + "';";
+  auto [ours, perl] = run_cases(cases);
+  ASSERT_EQ(perl.size(), ours.size());
+  for (std::size_t i = 0; i < ours.size(); ++i)
+    EXPECT_EQ(ours[i], perl[i]) << "case " << i << ": " << cases[i].expr << " (FLAG0=" << cases[i].flag0 << ")";
+}
+
+// The edge cases a differential run against perl 5.36 found (issue 20), with the values perl
+// printed: each is checked against those values and, when perl is installed, against perl now.
+TEST(Expr, MatchesPerlOnTheEdges) {
+  const double t0 = 1709633100;  // THISDAY 5
+  struct Edge {
+    std::string expr;
+    std::uint32_t flag0;
+    std::string perl;  // what perl 5.36 gave: "D:value" then the state, as describe() prints
+  };
+  const std::vector<Edge> edges = {
+      // `not (...)` is a call: `not (X) && Y` is `(not X) && Y`.
+      {"not (PORT == 22) && FLAG0 == 1", 7, "D:"},
+      {"not (PORT == 22) || 1", 7, "D:1"},
+      {"not (PORT == 23) && 0", 7, "D:0"},
+      {"1 + not (0)", 7, "D:2"},
+      {"not (0) ? 'y' : 'n'", 7, "D:y"},
+      {"not not (0) && 0", 7, "D:1"},
+      {"not (1) or 7", 7, "D:7"},
+      {"not(0) == 0", 7, "D:"},
+      {"not 1 == 2", 7, "D:1"},
+      // Exact 64-bit integers where both operands are integers and the result fits.
+      {"TIME * 1000000000", 3, "D:1709633100000000000"},
+      {"1e15 + 1", 3, "D:1000000000000001"},
+      {"1e15", 3, "D:1e+15"},
+      {"1e18 + 1", 3, "D:1e+18"},
+      {"0.5 * 4 + 9007199254740992", 3, "D:9007199254740994"},
+      {"18446744073709551615 % THISDAY", 3, "D:0"},
+      {"18446744073709551615 % 7", 3, "D:1"},
+      {"18446744073709551615 % -7", 3, "D:-6"},
+      {"-7 % 18446744073709551615", 3, "D:18446744073709551608"},
+      {"1e20 % 7", 3, "D:2"},
+      {"-5.5 % 3", 3, "D:1"},
+      {"7.9 % -2", 3, "D:-1"},
+      {"010 + 1", 3, "D:9"},
+      {"18446744073709551615", 3, "D:18446744073709551615"},
+      {"18446744073709551616", 3, "D:1.84467440737096e+19"},
+      {"18446744073709551615 + 1", 3, "D:1.84467440737096e+19"},
+      {"9223372036854775807 + 1", 3, "D:9223372036854775808"},
+      {"-9223372036854775808 - 1", 3, "D:-9.22337203685478e+18"},
+      {"-9223372036854775808 * -1", 3, "D:9223372036854775808"},
+      {"3000000000 * 3000000000", 3, "D:9000000000000000000"},
+      {"4294967296 * 4294967296", 3, "D:1.84467440737096e+19"},
+      {"18446744073709551614 / 2", 3, "D:9223372036854775807"},
+      {"-9007199254740993 / -1", 3, "D:9007199254740993"},
+      {"7 / 2", 3, "D:3.5"},
+      {"9007199254740993 == 9007199254740992", 3, "D:"},
+      {"9007199254740993 > 9007199254740992", 3, "D:1"},
+      {"-18446744073709551615", 3, "D:-1.84467440737096e+19"},
+      {"'1.0' + 9007199254740992", 3, "D:9.00719925474099e+15"},
+      {"'1e0' + 9007199254740992", 3, "D:9007199254740993"},
+      {"' 12 ' + 9007199254740992", 3, "D:9007199254741004"},
+      {"'12abc' + 9007199254740992", 3, "D:9.007199254741e+15"},
+      {"state(IP,a) + 1000000000000000", 3, "D:1e+15"},
+      {"state(IP,a) += 9007199254740993", 3, "D:9007199254740993 198.18.0.1/a=9007199254740993"},
+      {"state(IP,a) -= 9007199254740993", 3, "D:-9007199254740993 198.18.0.1/a=-9007199254740993"},
+      {"state(IP,a) = 9223372036854775807; state(IP,a)++; state(IP,a)", 3,
+       "D:9223372036854775808 198.18.0.1/a=9223372036854775808"},
+      {"state(IP,a) = 18446744073709551615; ++state(IP,a)", 3,
+       "D:1.84467440737096e+19 198.18.0.1/a=1.84467440737096e+19"},
+      {"state(IP,a) = '9223372036854775807'; ++state(IP,a)", 3,
+       "D:9223372036854775808 198.18.0.1/a=9223372036854775808"},
+      // Strings: unary minus and ++/--.
+      {"-'-abc'", 3, "D:+abc"},
+      {"-'+abc'", 3, "D:-abc"},
+      {"-'abc'", 3, "D:-abc"},
+      {"-'_x'", 3, "D:-_x"},
+      {"-'-'", 3, "D:+"},
+      {"-''", 3, "D:0"},
+      {"-'-5'", 3, "D:5"},
+      {"-'1.5'", 3, "D:-1.5"},
+      {"-'9abc'", 3, "D:-9"},
+      {"-state(IP,a)", 3, "D:0"},
+      {"state(IP,a) = '12abc'; state(IP,a)++", 3, "D:12abc 198.18.0.1/a=13"},
+      {"state(IP,a) = 'Zz'; ++state(IP,a)", 3, "D:AAa 198.18.0.1/a=AAa"},
+      {"state(IP,a) = 'a9'; ++state(IP,a)", 3, "D:b0 198.18.0.1/a=b0"},
+      {"state(IP,a) = '09'; ++state(IP,a)", 3, "D:10 198.18.0.1/a=10"},
+      {"state(IP,a) = ''; state(IP,a)--; state(IP,a)", 3, "D:-1 198.18.0.1/a=-1"},
+      {"state(IP,a) = 'a'; --state(IP,a)", 3, "D:-1 198.18.0.1/a=-1"},
+  };
+  std::vector<PerlCase> cases;
+  for (const auto& e : edges) cases.push_back({e.expr, e.flag0, t0, {}});
+  auto [ours, perl] = run_cases(cases);
+  for (std::size_t i = 0; i < edges.size(); ++i) {
+    EXPECT_EQ(ours[i], edges[i].perl) << "ours, case " << i << ": " << edges[i].expr;
+    if (i < perl.size()) {
+      EXPECT_EQ(perl[i], edges[i].perl) << "perl, case " << i << ": " << edges[i].expr;
     }
-    script += init + " my $r = eval { " + to_perl(c.expr, vars) + " };"
-              " my @o; dump_s($S, '', \\@o);"
-              " print join(' ', ($@ ? 'E' : defined $r ? \"D:$r\" : 'U'), @o), \"\\n\"; }\n";
-    auto r = Expr::parse(c.expr, here()).evaluate(vars, &st);
-    ours.push_back(describe(r, st));
   }
-  std::string path = std::string(BINARY_DIR) + "/expr_perl_check.pl";
-  std::ofstream(path) << script;
-  FILE* p = popen(("perl " + path).c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string perl_out;
-  char buf[4096];
-  std::size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) perl_out.append(buf, n);
-  ASSERT_EQ(pclose(p), 0) << perl_out;
-  std::istringstream lines(perl_out);
-  std::string line;
-  for (std::size_t i = 0; i < ours.size(); ++i) {
-    ASSERT_TRUE(std::getline(lines, line)) << "perl printed too few lines";
-    EXPECT_EQ(ours[i], line) << "case " << i << ": " << cases[i].expr << " (FLAG0=" << cases[i].flag0 << ")";
+}
+
+// Deliberate differences from perl (doc/RULES.md, "Deliberate differences from Perl"): a Perl
+// scalar remembers that it was used as a number, ours do not. Checked both ways so that a change
+// on either side shows.
+TEST(Expr, DocumentedDifferencesFromPerl) {
+  const double t0 = 1709633100;
+  struct Diff {
+    std::string expr;
+    std::string ours, perl;
+  };
+  const std::vector<Diff> diffs = {
+      // ++ on a string that was compared as a number: perl counts (0 + 1), we increment the letters.
+      {"state(IP,a) = 'aa'; state(IP,a) == 0; state(IP,a)++; state(IP,a)", "D:ab 198.18.0.1/a=ab",
+       "D:1 198.18.0.1/a=1"},
+      // A double used as an integer prints as one afterwards in perl.
+      {"state(IP,a) = 1e15; state(IP,a) + 1; state(IP,a)", "D:1e+15 198.18.0.1/a=1e+15",
+       "D:1000000000000000 198.18.0.1/a=1000000000000000"},
+  };
+  std::vector<PerlCase> cases;
+  for (const auto& d : diffs) cases.push_back({d.expr, 3, t0, {}});
+  auto [ours, perl] = run_cases(cases);
+  for (std::size_t i = 0; i < diffs.size(); ++i) {
+    EXPECT_EQ(ours[i], diffs[i].ours) << diffs[i].expr;
+    if (i < perl.size()) {
+      EXPECT_EQ(perl[i], diffs[i].perl) << diffs[i].expr;
+    }
   }
+}
+
+TEST(Expr, LiteralsAndOctal) {
+  EXPECT_EQ(evs("010"), "8");
+  EXPECT_EQ(evs("0777 + 0"), "511");
+  EXPECT_EQ(evs("00"), "0");
+  EXPECT_EQ(evs("0.5 + 0"), "0.5");
+  auto expect_error = [](const std::string& text, const std::string& fragment) {
+    try {
+      Expr::parse(text, here());
+      ADD_FAILURE() << "no error for " << text;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << text << " -> " << e.what();
+    }
+  };
+  expect_error("09", "illegal octal digit '9'");
+  expect_error("01.5", "bad number");  // perl: 01 . 5, a concatenation we do not have
+  expect_error("0x10", "bad number");
+  expect_error("1_000", "bad number");
+  expect_error("02000000000000000000000", "octal number too large");
+}
+
+TEST(Scalar, ExactIntegersSurviveTheStateFile) {
+  StateTree st;
+  st.set({"u"}, Scalar::uinteger(18446744073709551615ULL), nullptr);
+  st.set({"i"}, Scalar::integer(-9223372036854775807LL - 1), nullptr);
+  st.set({"n"}, Scalar::number(1e15), nullptr);
+  const std::string path = std::string(BINARY_DIR) + "/expr_exact_cache_" + std::to_string(getpid());
+  ASSERT_EQ(save_cache(path, st, {}), std::nullopt);
+  auto back = load_cache(path);
+  std::remove(path.c_str());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->state.get({"u"}).str(), "18446744073709551615");
+  EXPECT_EQ(back->state.get({"i"}).str(), "-9223372036854775808");
+  EXPECT_EQ(back->state.get({"n"}).str(), "1e+15");
 }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <optional>
@@ -256,8 +257,48 @@ std::optional<std::string> heredoc_end(std::string_view line, const std::string&
   return std::string(line.substr(0, at));
 }
 
+// A file that starts with a UTF-8 byte-order mark is read by Config::General as UTF-8 text: it
+// dies on malformed UTF-8, and its \s then also matches Unicode white space (U+00A0, U+2003...),
+// which would split and trim lines where we, reading bytes, do not. We refuse both, naming the line.
+void check_utf8_text(std::string_view text, const std::string& name) {
+  int line = 1;
+  std::size_t i = 0;
+  auto fail = [&](const std::string& what) {
+    throw ConfigError(Location{name, line}, what + " in a file that starts with a UTF-8 byte-order mark");
+  };
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      if (c == '\n') ++line;
+      ++i;
+      continue;
+    }
+    std::size_t len = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? (c <= 0xEF ? 3 : 0) : c >= 0xC2 ? 2 : 0;
+    if (len == 0 || i + len > text.size()) fail("malformed UTF-8");
+    std::uint32_t cp = c & (len == 2 ? 0x1F : len == 3 ? 0x0F : 0x07);
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto d = static_cast<unsigned char>(text[i + k]);
+      if ((d & 0xC0) != 0x80) fail("malformed UTF-8");
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF))
+      fail("malformed UTF-8");
+    if (cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 ||
+        cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000) {
+      static const char* hex = "0123456789ABCDEF";
+      std::string u = "U+";
+      for (int shift = 12; shift >= 0; shift -= 4) u += hex[(cp >> shift) & 15];
+      fail("Unicode white space (" + u + "), which Config::General would take for a blank,");
+    }
+    i += len;
+  }
+}
+
 void Reader::read(std::string_view text, const std::string& name, const std::string& dir, int depth) {
-  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // UTF-8 byte-order mark
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") {  // UTF-8 byte-order mark
+    text.remove_prefix(3);
+    check_utf8_text(text, name);
+  }
 
   std::optional<std::string> hier;  // here-document key, while inside one
   std::string hier_end;
@@ -333,10 +374,8 @@ void Reader::read(std::string_view text, const std::string& name, const std::str
     // A trailing backslash (not itself escaped) continues the line.
     if (!line.empty() && line.back() == '\\' && (line.size() == 1 || line[line.size() - 2] != '\\')) {
       line.pop_back();
-      if (!longline) {
-        longline.emplace();
-        long_at = here;
-      }
+      if (!longline) longline.emplace();
+      if (longline->empty()) long_at = here;
       *longline += ltrim(line);
       continue;
     }
@@ -372,6 +411,11 @@ void Reader::read(std::string_view text, const std::string& name, const std::str
     }
 
     if (auto h = heredoc_start(line)) {
+      // Config::General tests the key for truth: "0 <<EOF" starts nothing, and the text lines
+      // become options of their own. Refuse rather than load that.
+      if (h->first == "0")
+        throw ConfigError(here, "a here-document cannot be named '0' (Config::General would ignore this line "
+                                "and read the text as options)");
       hier = std::move(h->first);
       hier_end = std::move(h->second);
       hier_at = here;
@@ -398,7 +442,8 @@ void Reader::read(std::string_view text, const std::string& name, const std::str
   if (hier)
     throw ConfigError(eof, "here-document '" + quote_for_message(*hier) + "' started at " + line_ref(hier_at, eof) +
                                " is never closed: expected a line '" + quote_for_message(hier_end) + "'");
-  if (longline)
+  // A lone "\" continues nothing (Config::General's longline stays empty): no data is lost.
+  if (longline && !longline->empty())
     throw ConfigError(eof, "the line continued (trailing \\) at " + line_ref(long_at, eof) +
                                " runs past the end of the file");
 }

@@ -109,6 +109,24 @@ std::optional<LexError> lex(std::string_view s, const ExprLimits& limits, std::v
     if (c == ' ' || c == '\t' || c == '\r' || c == '\n') { ++i; continue; }
     Token t;
     t.pos = i;
+    if (c == '0' && i + 1 < s.size() && digit(s[i + 1])) {
+      // A leading 0 makes an octal literal in Perl: 010 is 8.
+      std::size_t j = i + 1;
+      std::uint64_t value = 0;
+      while (j < s.size() && digit(s[j])) {
+        if (s[j] > '7') return LexError{j, "illegal octal digit '" + std::string(1, s[j]) + "'"};
+        if (value > (UINT64_MAX >> 3)) return LexError{i, "octal number too large"};
+        value = value * 8 + static_cast<std::uint64_t>(s[j] - '0');
+        ++j;
+      }
+      if (j < s.size() && (ident_char(s[j]) || s[j] == '.')) return LexError{j, "bad number"};
+      t.kind = Tok::Number;
+      t.len = j - i;
+      t.number = Scalar::uinteger(value);
+      out.push_back(std::move(t));
+      i = j;
+      continue;
+    }
     if (digit(c) || (c == '.' && i + 1 < s.size() && digit(s[i + 1]))) {
       std::size_t j = i;
       bool is_int = true;
@@ -130,7 +148,9 @@ std::optional<LexError> lex(std::string_view s, const ExprLimits& limits, std::v
       if (j < s.size() && ident_char(s[j])) return LexError{j, "bad number"};
       t.kind = Tok::Number;
       t.len = j - i;
-      t.number = Scalar::number(numify(s.substr(i, j - i)), is_int);
+      // An integer literal is exact up to 2^64-1 (Perl's IV/UV), anything else a double.
+      PerlNum n = perl_num_of_string(s.substr(i, j - i));
+      t.number = is_int && n.iok ? Scalar::from_parts(false, n.mag) : Scalar::number(n.nv);
       out.push_back(std::move(t));
       i = j;
       continue;
@@ -308,8 +328,13 @@ class Parser {
     }
     return left;
   }
+  // `not (...)` is a call in Perl, a term of the highest precedence: `not (X) && Y` is
+  // `(not X) && Y`. Only a `not` not followed by '(' is the low-precedence operator.
+  bool not_call() const {
+    return is_word("not") && toks_[at_ + 1].kind == Tok::Punct && toks_[at_ + 1].text == "(";
+  }
   std::uint32_t parse_low_not() {
-    if (is_word("not")) {
+    if (is_word("not") && !not_call()) {
       DepthGuard guard(*this);
       ++at_;
       return node(Op::Not, parse_low_not());
@@ -480,6 +505,13 @@ class Parser {
       }
       case Tok::Ident: {
         if (t.text == "state") return parse_state();
+        if (not_call()) {
+          DepthGuard guard(*this);
+          at_ += 2;
+          std::uint32_t inner = parse_low_or();
+          expect(")");
+          return node(Op::Not, inner);
+        }
         if (auto v = var_from_name(t.text)) {
           Expr::Node n;
           n.op = Op::Var;
@@ -562,10 +594,63 @@ Expr Expr::parse(std::string_view text, const Location& where, const ExprLimits&
 // ---------------------------------------------------------------- evaluation
 
 namespace {
-constexpr double kTwo53 = 9007199254740992.0;
+constexpr std::uint64_t kTwo53 = 1ULL << 53;
+constexpr std::uint64_t kIvMinMag = 1ULL << 63;
+constexpr double kUvMaxP1 = 18446744073709551616.0;
+__extension__ typedef __int128 Wide;
 
-Scalar arith_result(double v, bool both_int) {
-  return Scalar::number(v, both_int && v == std::trunc(v) && std::fabs(v) < kTwo53);
+Wide wide(const PerlNum& n) { return n.neg ? -static_cast<Wide>(n.mag) : static_cast<Wide>(n.mag); }
+
+// An exact integer result when it fits IV or UV (as perl's pp_add, pp_subtract and
+// pp_multiply keep it), else the double.
+Scalar int_or_double(Wide v, double fallback) {
+  if (v < -static_cast<Wide>(kIvMinMag) || v > static_cast<Wide>(UINT64_MAX)) return Scalar::number(fallback);
+  return v < 0 ? Scalar::from_parts(true, static_cast<std::uint64_t>(-v)) : Scalar::from_parts(false, static_cast<std::uint64_t>(v));
+}
+
+// Perl's unary minus (pp_negate): strings first (-"foo" is "-foo", -"-foo" is "+foo").
+Scalar negate(const Scalar& v) {
+  if (v.kind() == Scalar::Kind::String) {
+    const std::string s = v.str();
+    if (!s.empty()) {
+      if (ident_start(s[0])) return Scalar::string("-" + s);
+      if (s[0] == '+') return Scalar::string("-" + s.substr(1));
+      if (s[0] == '-' && !looks_like_number(s)) return Scalar::string("+" + s.substr(1));
+    }
+  }
+  // A double stays a double (perl only takes the integer view of a string).
+  if (v.kind() == Scalar::Kind::Number && !v.is_int()) return Scalar::number(-v.num());
+  PerlNum n = v.perl_num();
+  if (!n.iok) return Scalar::number(-n.nv);
+  if (!n.neg && n.mag > kIvMinMag) return Scalar::number(-n.nv);
+  return Scalar::from_parts(!n.neg, n.mag);
+}
+
+// Perl's numeric comparison: exact between integers, else between doubles (NaN: unordered).
+std::optional<int> num_compare(const Scalar& l, const Scalar& r) {
+  PerlNum a = l.perl_num(), b = r.perl_num();
+  if (a.iok && b.iok) {
+    Wide x = wide(a), y = wide(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  }
+  if (std::isnan(a.nv) || std::isnan(b.nv)) return std::nullopt;
+  return a.nv < b.nv ? -1 : a.nv > b.nv ? 1 : 0;
+}
+
+// Perl's ++ (sv_inc) and -- (sv_dec) on a value that is not a magic-increment string.
+Scalar step(const Scalar& old, int delta) {
+  if (!old.defined()) return Scalar::integer(delta);
+  PerlNum n;
+  if (old.kind() == Scalar::Kind::String) {
+    const std::string s = old.str();
+    if (s.empty() && delta > 0) return Scalar::integer(1);
+    n = perl_num_of_string(s);
+  } else {
+    n = old.perl_num();
+  }
+  if (!n.iok) return Scalar::number(n.nv + delta);
+  Wide v = wide(n) + delta;
+  return int_or_double(v, n.nv + delta);
 }
 
 // Perl's magic string increment: "aa" -> "ab", "Az" -> "Ba", "zz" -> "aaa", "a9" -> "b0".
@@ -631,31 +716,90 @@ class Evaluator {
     return Scalar();
   }
 
+  // Perl's pp_add, pp_subtract, pp_multiply, pp_divide and pp_modulo with PERL_PRESERVE_IVUV:
+  // exact 64-bit integers where both operands are integers and the result fits, else doubles.
+  // An undefined left side of += and -= counts as the integer 0 (elsewhere undef is the double 0).
   Scalar binary_arith(Op op, const Scalar& l, const Scalar& r) {
-    double a = l.num(), b = r.num();
-    bool ints = l.int_like() && r.int_like();
+    PerlNum a = l.perl_num(), b = r.perl_num();
+    if (!l.defined() && (op == Op::AddAssign || op == Op::SubAssign)) a.iok = true;
+    const bool ints = a.iok && b.iok;
     switch (op) {
-      case Op::Add: case Op::AddAssign: return arith_result(a + b, ints);
-      case Op::Sub: case Op::SubAssign: return arith_result(a - b, ints);
-      case Op::Mul: case Op::MulAssign: return arith_result(a * b, ints);
-      case Op::Div: case Op::DivAssign:
-        if (b == 0) return fail("Illegal division by zero");
-        return arith_result(a / b, ints);
-      case Op::Mod: case Op::ModAssign: {
-        if (std::isfinite(a) && std::isfinite(b) && std::fabs(a) < 9.2e18 && std::fabs(b) < 9.2e18) {
-          auto x = static_cast<long long>(a);
-          auto y = static_cast<long long>(b);
-          if (y == 0) return fail("Illegal modulus zero");
-          if (y == -1) return Scalar::integer(0);
-          long long m = x % y;
-          if (m != 0 && ((m < 0) != (y < 0))) m += y;
-          return Scalar::integer(m);
+      case Op::Add: case Op::AddAssign:
+        return ints ? int_or_double(wide(a) + wide(b), a.nv + b.nv) : Scalar::number(a.nv + b.nv);
+      case Op::Sub: case Op::SubAssign:
+        return ints ? int_or_double(wide(a) - wide(b), a.nv - b.nv) : Scalar::number(a.nv - b.nv);
+      case Op::Mul: case Op::MulAssign: {
+        if (!ints) return Scalar::number(a.nv * b.nv);
+        std::uint64_t m = 0;
+        if (__builtin_mul_overflow(a.mag, b.mag, &m)) return Scalar::number(a.nv * b.nv);
+        bool neg = a.neg != b.neg && m != 0;
+        if (neg && m > kIvMinMag) return Scalar::number(a.nv * b.nv);
+        return Scalar::from_parts(neg, m);
+      }
+      case Op::Div: case Op::DivAssign: {
+        if (ints) {
+          if (b.mag == 0) return fail("Illegal division by zero");
+          // Integer division only where a double could not hold the left side exactly.
+          if (a.mag >= b.mag && a.mag > kTwo53 && a.mag % b.mag == 0) {
+            std::uint64_t q = a.mag / b.mag;
+            if (a.neg == b.neg) return Scalar::from_parts(false, q);
+            if (q <= kIvMinMag) return Scalar::from_parts(true, q);
+            return Scalar::number(-static_cast<double>(q));
+          }
         }
-        double y = std::trunc(b);
-        if (y == 0) return fail("Illegal modulus zero");
-        double m = std::fmod(std::trunc(a), y);
-        if (m != 0 && ((m < 0) != (y < 0))) m += y;
-        return Scalar::number(m);
+        if (b.nv == 0) return fail("Illegal division by zero");
+        return Scalar::number(a.nv / b.nv);
+      }
+      case Op::Mod: case Op::ModAssign: {
+        std::uint64_t left = 0, right = 0;
+        bool left_neg = false, right_neg = false, use_double = false, dright_valid = false;
+        double dleft = 0, dright = 0;
+        if (b.iok) {
+          right = b.mag;
+          right_neg = b.neg;
+        } else {
+          dright = b.nv;
+          right_neg = dright < 0;
+          if (right_neg) dright = -dright;
+          if (dright < kUvMaxP1) {
+            right = static_cast<std::uint64_t>(dright);
+            dright_valid = true;
+          } else {
+            use_double = true;
+          }
+        }
+        if (!use_double && a.iok) {
+          left = a.mag;
+          left_neg = a.neg;
+        } else {
+          dleft = a.nv;
+          left_neg = dleft < 0;
+          if (left_neg) dleft = -dleft;
+          if (!use_double) {
+            if (dleft < kUvMaxP1) {
+              left = static_cast<std::uint64_t>(dleft);
+            } else {
+              dleft = std::floor(dleft + 0.5);
+              use_double = true;
+              dright = dright_valid ? std::floor(dright + 0.5) : static_cast<double>(right);
+            }
+          }
+        }
+        if (use_double) {
+          if (dright == 0) return fail("Illegal modulus zero");
+          double ans = std::fmod(dleft, dright);
+          if (left_neg != right_neg && ans != 0) ans = dright - ans;
+          if (right_neg) ans = -ans;
+          return Scalar::number(ans);
+        }
+        if (right == 0) return fail("Illegal modulus zero");
+        std::uint64_t ans = left % right;
+        if (left_neg != right_neg && ans != 0) ans = right - ans;
+        if (right_neg) {
+          if (ans <= kIvMinMag) return Scalar::from_parts(true, ans);
+          return Scalar::number(-static_cast<double>(ans));
+        }
+        return Scalar::from_parts(false, ans);
       }
       default: return Scalar();
     }
@@ -670,14 +814,7 @@ class Evaluator {
       case Op::State: return get(keys(n.a));
       case Op::Not: return Scalar::boolean(!eval(n.a).truthy());
       case Op::Pos: return eval(n.a);
-      case Op::Neg: {
-        Scalar v = eval(n.a);
-        if (v.kind() == Scalar::Kind::String) {
-          const std::string s = v.str();
-          if (!s.empty() && ident_start(s[0])) return Scalar::string("-" + s);
-        }
-        return Scalar::number(-v.num(), v.int_like());
-      }
+      case Op::Neg: return negate(eval(n.a));
       case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::Mod: {
         Scalar l = eval(n.a);
         Scalar r = eval(n.b);
@@ -685,15 +822,17 @@ class Evaluator {
         return binary_arith(n.op, l, r);
       }
       case Op::NumEq: case Op::NumNe: case Op::NumLt: case Op::NumGt: case Op::NumLe: case Op::NumGe: {
-        double a = eval(n.a).num();
-        double b = eval(n.b).num();
+        Scalar a = eval(n.a);
+        Scalar b = eval(n.b);
+        std::optional<int> c = num_compare(a, b);
+        if (!c) return Scalar::boolean(n.op == Op::NumNe);
         switch (n.op) {
-          case Op::NumEq: return Scalar::boolean(a == b);
-          case Op::NumNe: return Scalar::boolean(a != b);
-          case Op::NumLt: return Scalar::boolean(a < b);
-          case Op::NumGt: return Scalar::boolean(a > b);
-          case Op::NumLe: return Scalar::boolean(a <= b);
-          default: return Scalar::boolean(a >= b);
+          case Op::NumEq: return Scalar::boolean(*c == 0);
+          case Op::NumNe: return Scalar::boolean(*c != 0);
+          case Op::NumLt: return Scalar::boolean(*c < 0);
+          case Op::NumGt: return Scalar::boolean(*c > 0);
+          case Op::NumLe: return Scalar::boolean(*c <= 0);
+          default: return Scalar::boolean(*c >= 0);
         }
       }
       case Op::StrEq: case Op::StrNe: case Op::StrLt: case Op::StrGt: case Op::StrLe: case Op::StrGe: {
@@ -741,7 +880,7 @@ class Evaluator {
         if (old.kind() == Scalar::Kind::String && magic_increment(old.str(), &magic))
           updated = Scalar::string(magic);
         else
-          updated = arith_result(old.num() + 1, old.int_like());
+          updated = step(old, +1);
         set(k, updated);
         if (n.op == Op::PreInc) return updated;
         return old.defined() ? old : Scalar::integer(0);
@@ -749,7 +888,7 @@ class Evaluator {
       case Op::PreDec: case Op::PostDec: {
         auto k = keys(n.a);
         Scalar old = get(k);
-        Scalar updated = arith_result(old.num() - 1, old.int_like());
+        Scalar updated = step(old, -1);
         set(k, updated);
         return n.op == Op::PreDec ? updated : old;
       }

@@ -236,6 +236,7 @@ std::string encode_value(const Scalar& v) {
   switch (v.kind()) {
     case Scalar::Kind::Undef: return "u";
     case Scalar::Kind::Number: {
+      if (v.is_int()) return "i" + v.str();  // exact, up to 2^64-1
       char buf[40];
       std::snprintf(buf, sizeof buf, "%.17g", v.num());
       return std::string(v.is_int() ? "i" : "n") + buf;
@@ -257,7 +258,12 @@ std::optional<Scalar> decode_value(std::string_view f) {
         for (char c : body)
           if (!((c >= '0' && c <= '9') || c == '.' || c == '-' || c == '+' || c == 'e')) return std::nullopt;
       }
-      return Scalar::number(numify(body), f[0] == 'i');
+      if (f[0] == 'i') {
+        PerlNum n = perl_num_of_string(body);
+        if (n.iok) return Scalar::from_parts(n.neg, n.mag);
+        return Scalar::number(n.nv, true);
+      }
+      return Scalar::number(numify(body));
     }
     case 's': {
       auto s = unescape(body);
