@@ -249,7 +249,9 @@ KeyRing KeyRing::from_config(const config::Value& root, std::span<const std::str
   const config::Value& first = blocks->is_array() ? blocks->items().front() : *blocks;
   if (blocks->is_array() || !blocks->is_object())
     throw ConfigError(first.where(), "client must be a named block <client NAME> ... </client>");
-  for (const auto& [name, block] : blocks->members()) {
+  for (const auto& member : blocks->members()) {
+    const std::string& name = member.first;
+    const config::Value& block = member.second;  // a plain reference: lambdas may capture it
     if (block.is_array())
       throw ConfigError(block.items().back().where(), "<client " + name + "> is defined twice");
     if (!block.is_object())
