@@ -120,6 +120,8 @@ class KeyRing {
   std::size_t size() const noexcept { return clients_.size(); }
   bool empty() const noexcept { return clients_.empty(); }
   const ClientInfo& client(std::size_t index) const { return clients_.at(index); }
+  // The name of client `index` (< size()). Never throws.
+  std::string_view name(std::size_t index) const noexcept { return clients_[index].name; }
   // The index of the client with this key id, or -1. Never throws, never allocates.
   int find(std::uint32_t id) const noexcept;
   // The key of client `index` (< size()), kKeyBytes bytes.

@@ -145,7 +145,7 @@ Verified Verifier::verify(std::span<const std::uint8_t> message, std::int64_t no
     r.reason = Reason::UnknownKey;
     return r;
   }
-  r.client_name = ring_.client(static_cast<std::size_t>(r.client)).name;
+  r.client_name = ring_.name(static_cast<std::size_t>(r.client));
   // 3. Tag: decrypt into a stack buffer; libsodium checks the tag in constant time first.
   const std::size_t head = header_bytes(cipher_);
   const std::uint8_t* key = ring_.key(static_cast<std::size_t>(r.client));
