@@ -7,7 +7,7 @@ PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
   # libraries
-  libpcap-dev libpcre2-dev libcrypto++-dev libnftables-dev libsodium-dev libcap-dev libseccomp-dev
+  libpcap-dev libpcre2-dev libcrypto++-dev libnftables-dev libsodium-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # oracles: Perl's Config::General and Crypt::CBC with every cipher module Debian packages
@@ -15,7 +15,9 @@ PACKAGES=(
   libcrypt-des-perl libcrypt-des-ede3-perl libcrypt-cast5-perl libcrypt-rijndael-perl
   libcrypt-twofish-perl
   # network tests and the demo
-  iproute2 iptables nftables tcpdump procps socat ulogd2 python3 python3-nacl
+  iproute2 iptables nftables tcpdump procps socat ulogd2
+  # the SPA oracle (tests/oracle/spa_nacl.py): libsodium's Python bindings, AES-GCM from cryptography
+  python3 python3-nacl python3-cryptography
 )
 
 missing=()

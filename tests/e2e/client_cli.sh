@@ -82,7 +82,7 @@ expect2 "no key on standard input" "$K" "${base[@]}" -port 1 -encrypt yes -key -
 expect2 "set iv = no" "$K" "${base[@]}" -port 1 -encrypt yes -keyfile "$WORK/key" -cipher Rijndael -iv yes
 expect2 "needs a key" "$K" "${base[@]}" -port 1 -encrypt yes
 expect2 "encrypt must be yes or no" "$K" "${base[@]}" -port 1 -encrypt maybe
-expect2 "proto must be tcp or udp" "$K" "${base[@]}" -port 1 -proto icmp
+expect2 "proto must be tcp, udp or spa" "$K" "${base[@]}" -port 1 -proto icmp
 expect2 "client must be an IPv4 address" "$K" "${base[@]}" -port 1 -client 2001:db8::1
 expect2 "no remote host" "$K" -knock IP,PORT -portspan 1000-1255 -port 1
 expect2 "cannot read key file" "$K" "${base[@]}" -port 1 -encrypt yes -keyfile "$WORK/missing"
@@ -90,6 +90,31 @@ printf 'knock = IP,PORT\nportspan = 1000-1255\nprot = tcp\n' > "$WORK/bad.conf"
 expect2 "bad.conf:3: unknown knockclient setting 'prot'" "$K" -conf "$WORK/bad.conf" -test -client 198.18.0.2 -port 1
 printf 'knock = IP,PORT\nportspan = 1000-1255\n\niv = perhaps\n' > "$WORK/bad.conf"
 expect2 "bad.conf:4: iv must be yes or no" "$K" -conf "$WORK/bad.conf" -test -client 198.18.0.2 -port 1
+
+# proto = spa: the documented vector (PROTOCOL.md 6.7 a and d), -keygen, test-only options.
+spa=(-test -proto spa -client 198.18.0.2 -port 22 -flag0 1 -knock IP,PORT,FLAG0,CHECKSUM -spatime 1700000000
+     -spanonce 404142434445464748494a4b4c4d4e4f5051525354555657)
+out=$("$K" "${spa[@]}" -key AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8= 2>/dev/null)
+[ "$out" = "a1ef5ed5a9000000006553f100404142434445464748494a4b4c4d4e4f5051525354555657122b0572d0f678e75156bcec4f77ad57eca7c94aa22fb2b0" ] ||
+  fail "spa -test printed '$out'"
+"$K" -keygen "$WORK/spa.key" 2>"$WORK/err" || fail "-keygen exited $?"
+grep -q "key id [0-9a-f]\{8\}" "$WORK/err" || fail "-keygen reports no key id: $(cat "$WORK/err")"
+[ "$(stat -c %a "$WORK/spa.key")" = 600 ] || fail "-keygen file mode $(stat -c %a "$WORK/spa.key")"
+[ "$(wc -c <"$WORK/spa.key")" = 45 ] || fail "-keygen file is not one line of 44 base64 characters"
+before=$(cat "$WORK/spa.key")
+rc=0; "$K" -keygen "$WORK/spa.key" 2>/dev/null || rc=$?
+[ "$rc" = 1 ] && [ "$(cat "$WORK/spa.key")" = "$before" ] || fail "-keygen overwrote a key file (exit $rc)"
+ln -s "$WORK/elsewhere" "$WORK/spa-link.key"
+rc=0; "$K" -keygen "$WORK/spa-link.key" 2>/dev/null || rc=$?
+[ "$rc" = 1 ] && [ ! -e "$WORK/elsewhere" ] || fail "-keygen followed a symbolic link (exit $rc)"
+out=$("$K" "${spa[@]}" -keyfile "$WORK/spa.key" -spaform ports -portspan 1000-1255)
+[ "$(echo "$out" | sed -n 2p | tr ',' '\n' | wc -l)" = 61 ] || fail "spa port form over 256 ports is not 61 ports: $out"
+expect2 "spanonce is only for -test" "$K" -proto spa -keyfile "$WORK/spa.key" -remote 198.18.0.1 -port 22 -knock PORT -spanonce 00
+expect2 "an SPA key must be the base64 of exactly 32 bytes" "$K" "${spa[@]}" -key s3cret
+expect2 "spaform must be udp, ports or udpports" "$K" "${spa[@]}" -keyfile "$WORK/spa.key" -spaform tcp
+expect2 "spacipher needs proto = spa" "$K" "${base[@]}" -port 1 -spacipher aes256gcm
+printf 'proto = spa\nknock = PORT\npassphrase = x\n' > "$WORK/bad.conf"
+expect2 "bad.conf:3: passphrase needs salt" "$K" -conf "$WORK/bad.conf" -test -port 1
 
 # -h and -man.
 "$K" -h > "$WORK/h" || fail "-h exited $?"

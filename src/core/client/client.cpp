@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -20,10 +21,16 @@ namespace {
 constexpr const char* kUsage =
     "usage: knockclient [-conf FILE] -remote HOST [-client IP] [-port N] [-flag0 N ... -flag9 N]\n"
     "                   [-knock F1,F2,...] [-portspan a-b,c,...] [-encrypt yes|no] [-cipher NAME]\n"
-    "                   [-iv yes|no] [-key KEY | -key - | -keyfile FILE] [-proto tcp|udp]\n"
+    "                   [-iv yes|no] [-key KEY | -key - | -keyfile FILE] [-proto tcp|udp|spa]\n"
+    "                   [-spacipher xchacha20poly1305|aes256gcm] [-spaform udp|ports|udpports]\n"
+    "                   [-spaport N] [-passphrase TEXT -salt BASE64]\n"
     "                   [-delay MS] [-logfile FILE] [-test] [-debug] [-quiet] [-h] [-man]\n"
-    "Sends an (encrypted) knock to HOST as connection attempts to ports of the port span.\n"
-    "  -test     print the port sequence (comma-separated) instead of sending it\n"
+    "       knockclient -keygen [FILE]\n"
+    "Sends an (encrypted) knock to HOST as connection attempts to ports of the port span, or with\n"
+    "-proto spa an authenticated single-packet knock (one UDP datagram to -spaport, default 62202).\n"
+    "  -test     print the port sequence (comma-separated) instead of sending it; with -proto spa\n"
+    "            the message in hex, then the ports for the port forms\n"
+    "  -keygen   write a new random SPA key (base64) to FILE (mode 0600, never overwritten) or stdout\n"
     "  -logfile  append the knock as iptables LOG lines to FILE instead of sending it\n"
     "  -delay    milliseconds between knock packets (default 10)\n"
     "Config: -conf FILE, else the first of ~/.knockclient.conf, BIN/knockclient.conf,\n"
@@ -34,8 +41,37 @@ constexpr const char* kUsage =
 const std::vector<std::string> kValueKeys = {"remote", "client", "port", "flag0", "flag1", "flag2", "flag3",
                                              "flag4", "flag5", "flag6", "flag7", "flag8", "flag9", "knock",
                                              "portspan", "encrypt", "key", "keyfile", "cipher", "iv", "proto",
-                                             "delay", "logfile"};
+                                             "delay", "logfile", "spacipher", "spaport", "spaform",
+                                             "passphrase", "salt", "spatime", "spanonce"};
 const std::vector<std::string> kFlagKeys = {"test", "debug", "quiet"};
+
+std::string hex(std::span<const std::uint8_t> bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (auto b : bytes) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 15];
+  }
+  return out;
+}
+
+std::vector<std::uint8_t> unhex(const codec::SettingText& v) {
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::vector<std::uint8_t> out;
+  if (v.text.size() % 2 != 0) throw ConfigError(v.where, "spanonce must be hex digits, two per byte");
+  for (std::size_t i = 0; i < v.text.size(); i += 2) {
+    const int hi = digit(v.text[i]);
+    const int lo = digit(v.text[i + 1]);
+    if (hi < 0 || lo < 0) throw ConfigError(v.where, "spanonce must be hex digits, two per byte");
+    out.push_back(static_cast<std::uint8_t>(hi * 16 + lo));
+  }
+  return out;
+}
 
 struct Sources {
   const cli::ParsedArgs& args;
@@ -78,6 +114,7 @@ const std::vector<cli::OptionSpec>& option_specs() {
     s.push_back({"conf", true});
     for (const auto& k : kValueKeys) s.push_back({k, true});
     for (const auto& k : kFlagKeys) s.push_back({k, false});
+    s.push_back({"keygen", false});
     s.push_back({"h", false});
     s.push_back({"help", false});
     s.push_back({"man", false});
@@ -125,18 +162,83 @@ ClientPlan make_plan(const cli::ParsedArgs& args, const config::Value* root,
   } else {
     key = src.get("key");
   }
-  plan.codec = codec::codec_settings([&](std::string_view name) -> std::optional<codec::SettingText> {
-    if (name == "key") return key;
-    return src.get(name);
-  });
-  if (key) secure_wipe(key->text.data(), key->text.size());
-  const codec::KnockFormat format = codec::KnockFormat::parse(plan.codec.knock, plan.codec.knock_where);
-
-  if (auto v = src.get("proto")) {
-    if (v->text == "tcp" || v->text == "TCP") plan.proto = Proto::Tcp;
-    else if (v->text == "udp" || v->text == "UDP") plan.proto = Proto::Udp;
-    else throw ConfigError(v->where, "proto must be tcp or udp, not '" + v->text + "'");
+  std::optional<codec::SettingText> proto = src.get("proto");
+  const bool spa = proto && (proto->text == "spa" || proto->text == "SPA");
+  if (spa) {
+    SpaPlan sp;
+    // key = BASE64 (also from -key, -key - and keyfile, read above) or passphrase + salt.
+    const Location block = root != nullptr ? Location{root->where().file, 0} : Location{"command line", 0};
+    sp.key.emplace(spa::key_from_settings(
+        [&](std::string_view name) -> std::optional<codec::SettingText> {
+          if (name == "key") return key;
+          if (name == "keyfile") return std::nullopt;  // read into `key` above
+          return src.get(name);
+        },
+        block));
+    if (key) secure_wipe(key->text.data(), key->text.size());
+    if (args.has("passphrase")) plan.key_on_command_line = true;
+    const auto knock = src.get("knock");
+    if (!knock) throw ConfigError("knock is not set (config key knock)");
+    sp.format = codec::KnockFormat::parse(knock->text, knock->where);
+    if (auto v = src.get("spacipher")) {
+      const auto c = spa::cipher_from_name(v->text);
+      if (!c) throw ConfigError(v->where, "spacipher must be xchacha20poly1305 or aes256gcm, not '" + v->text + "'");
+      if (!spa::cipher_available(*c))
+        throw ConfigError(v->where, "spacipher = aes256gcm needs a CPU with AES-NI and PCLMUL; use xchacha20poly1305");
+      sp.cipher = *c;
+    }
+    if (auto v = src.get("spaform")) {
+      if (v->text == "udp") sp.form = SpaForm::Udp;
+      else if (v->text == "ports") sp.form = SpaForm::TcpPorts;
+      else if (v->text == "udpports") sp.form = SpaForm::UdpPorts;
+      else throw ConfigError(v->where, "spaform must be udp, ports or udpports, not '" + v->text + "'");
+    }
+    if (auto v = src.get("spaport")) {
+      sp.port = static_cast<std::uint16_t>(parse_number(*v, 65535, "spaport"));
+      if (sp.port == 0) throw ConfigError(v->where, "spaport must be a number from 1 to 65535, not '0'");
+    }
+    if (sp.form != SpaForm::Udp) {
+      const auto span = src.get("portspan");
+      if (!span) throw ConfigError("spaform = " + std::string(sp.form == SpaForm::TcpPorts ? "ports" : "udpports") +
+                                   " needs portspan (config key portspan)");
+      sp.span = codec::PortSpan::parse(span->text, span->where);
+      plan.proto = sp.form == SpaForm::TcpPorts ? Proto::Tcp : Proto::Udp;
+    }
+    // Fixed time and nonce: for test vectors only. A nonce used twice with one key would reveal
+    // the knock and allow forgeries, so these never reach the network.
+    if (auto v = src.get("spatime")) {
+      if (!plan.test) throw ConfigError(v->where, "spatime is only for -test");
+      std::uint64_t t = 0;
+      const auto [end, ec] = std::from_chars(v->text.data(), v->text.data() + v->text.size(), t);
+      if (v->text.empty() || ec != std::errc{} || end != v->text.data() + v->text.size())
+        throw ConfigError(v->where, "spatime must be Unix seconds, not '" + v->text + "'");
+      sp.send_time = t;
+    }
+    if (auto v = src.get("spanonce")) {
+      if (!plan.test) throw ConfigError(v->where, "spanonce is only for -test");
+      sp.nonce = unhex(*v);
+      if (sp.nonce.size() != spa::nonce_bytes(sp.cipher))
+        throw ConfigError(v->where, "spanonce must be " + std::to_string(spa::nonce_bytes(sp.cipher)) + " bytes for " +
+                                        std::string(spa::cipher_name(sp.cipher)));
+    }
+    plan.spa.emplace(std::move(sp));
+  } else {
+    for (std::string_view k : {"spacipher", "spaport", "spaform", "passphrase", "salt", "spatime", "spanonce"})
+      if (auto v = src.get(k)) throw ConfigError(v->where, std::string(k) + " needs proto = spa");
+    plan.codec = codec::codec_settings([&](std::string_view name) -> std::optional<codec::SettingText> {
+      if (name == "key") return key;
+      return src.get(name);
+    });
+    if (key) secure_wipe(key->text.data(), key->text.size());
+    if (proto) {
+      if (proto->text == "tcp" || proto->text == "TCP") plan.proto = Proto::Tcp;
+      else if (proto->text == "udp" || proto->text == "UDP") plan.proto = Proto::Udp;
+      else throw ConfigError(proto->where, "proto must be tcp, udp or spa, not '" + proto->text + "'");
+    }
   }
+  const codec::KnockFormat format =
+      spa ? plan.spa->format : codec::KnockFormat::parse(plan.codec.knock, plan.codec.knock_where);
+
   if (auto v = src.get("delay")) plan.delay = std::chrono::milliseconds(parse_number(*v, 60000, "delay"));
   if (auto v = src.get("logfile")) {
     if (v->text.empty()) throw ConfigError(v->where, "logfile needs a file name");
@@ -188,6 +290,50 @@ ClientPlan make_plan(const cli::ParsedArgs& args, const config::Value* root,
   return plan;
 }
 
+namespace {
+
+int run_spa(const ClientPlan& plan) {
+  const SpaPlan& sp = *plan.spa;
+  const std::uint64_t now = sp.send_time ? *sp.send_time : static_cast<std::uint64_t>(std::time(nullptr));
+  const auto message = spa::seal(sp.cipher, sp.format, plan.values, *sp.key, now, sp.nonce);
+  std::vector<std::uint16_t> ports;
+  if (sp.span) ports = codec::bytes_to_ports(*sp.span, message);
+  std::string line;
+  for (auto p : ports) line += (line.empty() ? "" : ",") + std::to_string(p);
+  if (log::enabled(log::Level::Debug)) {
+    char id[9];
+    std::snprintf(id, sizeof id, "%08x", sp.key->id());
+    log::debug("spa " + std::string(spa::cipher_name(sp.cipher)) + " key id " + id + " time " + std::to_string(now) +
+               " knock " + sp.format.str() + " -> " + std::to_string(message.size()) + " bytes" +
+               (sp.span ? ", " + std::to_string(ports.size()) + " ports" : ""));
+  }
+  if (plan.test) {
+    std::string out = hex(message) + "\n";
+    if (sp.span) out += line + "\n";
+    std::fputs(out.c_str(), stdout);
+    return std::fflush(stdout) == 0 ? kExitOk : kExitRuntime;
+  }
+  if (plan.logfile) {
+    if (!sp.span) throw ConfigError("-logfile needs spaform = ports or udpports (a single datagram has no log form)");
+    write_knock_log(*plan.logfile, *plan.client, *plan.remote, ports, plan.proto);
+    log::info("wrote an SPA knock of " + std::to_string(ports.size()) + " lines to " + *plan.logfile);
+    return kExitOk;
+  }
+  if (!sp.span) {
+    send_datagram(*plan.remote, sp.port, message);
+    log::info("sent an SPA message of " + std::to_string(message.size()) + " bytes to " + *plan.remote_name + " (" +
+              plan.remote->str() + ") UDP port " + std::to_string(sp.port));
+    return kExitOk;
+  }
+  send_knock(*plan.remote, ports, plan.proto, plan.delay);
+  log::info("knocked " + *plan.remote_name + " (" + plan.remote->str() + ") with an SPA message as " +
+            std::to_string(ports.size()) + (plan.proto == Proto::Tcp ? " TCP SYNs" : " UDP datagrams"));
+  log::debug("ports " + line);
+  return kExitOk;
+}
+
+}  // namespace
+
 int run(int argc, const char* const* argv) {
   log::set_program("knockclient");
   try {
@@ -202,6 +348,21 @@ int run(int argc, const char* const* argv) {
     }
     if (args.has("debug")) log::set_level(log::Level::Debug);
     if (args.has("quiet")) log::set_level(log::Level::Error);
+    if (args.has("keygen")) {
+      if (args.positional.size() > 1) throw ConfigError("-keygen takes at most one FILE");
+      if (args.positional.empty()) {
+        const spa::Key key = spa::Key::random();
+        std::string line = key.base64() + "\n";
+        std::fputs(line.c_str(), stdout);
+        secure_wipe(line.data(), line.size());
+        return std::fflush(stdout) == 0 ? kExitOk : kExitRuntime;
+      }
+      const spa::Key key = spa::write_new_key_file(args.positional.front());
+      char id[9];
+      std::snprintf(id, sizeof id, "%08x", key.id());
+      log::info("wrote a new SPA key to " + args.positional.front() + " (key id " + id + ")");
+      return kExitOk;
+    }
 
     std::optional<config::Value> root;
     std::optional<std::string> conf = args.get("conf");
@@ -226,6 +387,7 @@ int run(int argc, const char* const* argv) {
     if (plan.key_on_command_line)
       log::warning("a key given with -key is visible to every user in the process list; use -keyfile FILE or -key -");
 
+    if (plan.spa) return run_spa(plan);
     const codec::KnockCodec codec(plan.codec);
     const auto ports = codec.encode(plan.values);
     if (log::enabled(log::Level::Debug)) {

@@ -8,6 +8,7 @@
 
 #include "client/net.hpp"
 #include "codec/codec.hpp"
+#include "codec/spa.hpp"
 #include "util/address.hpp"
 #include "util/cli.hpp"
 
@@ -23,6 +24,22 @@ inline constexpr std::chrono::milliseconds kDefaultDelay{10};
 // yes/no keys test, debug and quiet.
 const std::vector<cli::OptionSpec>& option_specs();
 
+// How the SPA message travels (spaform): one UDP datagram to spaport, or spelled over the port
+// span as TCP SYNs or UDP datagrams, one per port.
+enum class SpaForm { Udp, TcpPorts, UdpPorts };
+
+// proto = spa: the authenticated single-packet knock (doc/PROTOCOL.md section 6).
+struct SpaPlan {
+  spa::Cipher cipher = spa::Cipher::XChaCha20Poly1305;
+  SpaForm form = SpaForm::Udp;
+  std::uint16_t port = spa::kDefaultPort;
+  codec::KnockFormat format;
+  std::optional<codec::PortSpan> span;      // the port forms only
+  std::optional<spa::Key> key;
+  std::optional<std::uint64_t> send_time;   // -spatime (with -test only); else the clock
+  std::vector<std::uint8_t> nonce;          // -spanonce (with -test only); else random
+};
+
 struct ClientPlan {
   std::optional<std::string> remote_name;
   std::optional<IpAddress> remote;   // resolved; nullopt only with -test and no need for it
@@ -34,6 +51,7 @@ struct ClientPlan {
   bool test = false;
   bool key_on_command_line = false;
   std::optional<std::string> logfile;
+  std::optional<SpaPlan> spa;  // proto = spa
 };
 
 // Reads the key when `-key -` (from `read_stdin`) or a keyfile is used. Throws ConfigError for bad

@@ -129,6 +129,17 @@ void send_knock(const IpAddress& remote, std::span<const std::uint16_t> ports, P
   }
 }
 
+void send_datagram(const IpAddress& remote, std::uint16_t port, std::span<const std::uint8_t> payload) {
+  sockaddr_storage ss;
+  const socklen_t len = to_sockaddr(remote, port, ss);
+  Fd fd(::socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) throw RuntimeError("cannot create a UDP socket: " + errno_message(errno));
+  if (::sendto(fd.get(), payload.data(), payload.size(), 0, reinterpret_cast<const sockaddr*>(&ss), len) !=
+      static_cast<ssize_t>(payload.size()))
+    throw RuntimeError("cannot send a datagram to " + remote.str() + " port " + std::to_string(port) + ": " +
+                       errno_message(errno));
+}
+
 std::string iptables_log_line(const IpAddress& src, const IpAddress& dst, std::uint16_t sport, std::uint16_t dport,
                               Proto proto, std::string_view hostname, std::time_t wall_clock, double uptime_seconds) {
   char date[32];

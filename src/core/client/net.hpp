@@ -28,6 +28,9 @@ IpAddress route_source(const IpAddress& remote);
 void send_knock(const IpAddress& remote, std::span<const std::uint16_t> ports, Proto proto,
                 std::chrono::milliseconds delay);
 
+// Sends `payload` as one UDP datagram to remote:port (the SPA message). Throws RuntimeError.
+void send_datagram(const IpAddress& remote, std::uint16_t port, std::span<const std::uint8_t> payload);
+
 // One line as the kernel's iptables LOG target writes it through syslog, with prefix
 // "portknock", for a packet from `src` to `dst` port `dport`. `now_*` are passed in for tests.
 std::string iptables_log_line(const IpAddress& src, const IpAddress& dst, std::uint16_t sport, std::uint16_t dport,

@@ -73,8 +73,7 @@ KnockCodec::KnockCodec(const CodecSettings& s)
   } else {
     wire_bytes_ = format_.byte_length();
   }
-  const auto n = static_cast<std::size_t>(span_.bits());
-  ports_ = (8 * wire_bytes_ + n - 1) / n;
+  ports_ = ports_for_bytes(span_, wire_bytes_);
 }
 
 std::vector<std::uint8_t> KnockCodec::wire(const KnockValues& values) const {
@@ -93,10 +92,15 @@ std::vector<std::uint16_t> KnockCodec::encode(const KnockValues& values, std::sp
   return to_ports(cipher_->encrypt(plain, iv));
 }
 
-std::vector<std::uint16_t> KnockCodec::to_ports(std::span<const std::uint8_t> bytes) const {
-  const auto n = static_cast<unsigned>(span_.bits());
+std::size_t ports_for_bytes(const PortSpan& span, std::size_t bytes) noexcept {
+  const auto n = static_cast<std::size_t>(span.bits());
+  return n == 0 ? 0 : (8 * bytes + n - 1) / n;
+}
+
+std::vector<std::uint16_t> bytes_to_ports(const PortSpan& span, std::span<const std::uint8_t> bytes) {
+  const auto n = static_cast<unsigned>(span.bits());
   std::vector<std::uint16_t> out;
-  out.reserve((8 * bytes.size() + n - 1) / n);
+  out.reserve(ports_for_bytes(span, bytes.size()));
   std::uint32_t acc = 0;  // holds < n + 8 <= 23 bits
   unsigned have = 0;
   for (std::uint8_t b : bytes) {
@@ -104,34 +108,44 @@ std::vector<std::uint16_t> KnockCodec::to_ports(std::span<const std::uint8_t> by
     have += 8;
     while (have >= n) {
       have -= n;
-      out.push_back(span_.port_at((acc >> have) & ((1u << n) - 1)));
+      out.push_back(span.port_at((acc >> have) & ((1u << n) - 1)));
     }
     acc &= (1u << have) - 1;
   }
-  if (have > 0) out.push_back(span_.port_at((acc << (n - have)) & ((1u << n) - 1)));
+  if (have > 0) out.push_back(span.port_at((acc << (n - have)) & ((1u << n) - 1)));
   return out;
 }
 
-DecodeError KnockCodec::to_bytes(std::span<const std::uint16_t> ports, std::span<std::uint8_t> out) const noexcept {
-  if (ports.size() != ports_ || out.size() < wire_bytes_) return DecodeError::Length;
-  const auto n = static_cast<unsigned>(span_.bits());
+DecodeError ports_to_bytes(const PortSpan& span, std::span<const std::uint16_t> ports,
+                           std::span<std::uint8_t> out) noexcept {
+  if (span.bits() == 0 || ports.size() != ports_for_bytes(span, out.size())) return DecodeError::Length;
+  const auto n = static_cast<unsigned>(span.bits());
   std::uint32_t acc = 0;
   unsigned have = 0;
   std::size_t pos = 0;
   for (std::uint16_t port : ports) {
-    const int symbol = span_.index_of(port);
+    const int symbol = span.index_of(port);
     if (symbol < 0) return DecodeError::NotInSpan;
     acc = (acc << n) | static_cast<std::uint32_t>(symbol);
     have += n;
-    while (have >= 8 && pos < wire_bytes_) {
+    while (have >= 8 && pos < out.size()) {
       have -= 8;
       out[pos++] = static_cast<std::uint8_t>(acc >> have);
     }
     acc &= (1u << have) - 1;
   }
   // What is left is the padding of the last symbol (fewer than n bits): it must be zero.
-  if (pos != wire_bytes_ || acc != 0) return DecodeError::SymbolPadding;
+  if (pos != out.size() || acc != 0) return DecodeError::SymbolPadding;
   return DecodeError::None;
+}
+
+std::vector<std::uint16_t> KnockCodec::to_ports(std::span<const std::uint8_t> bytes) const {
+  return bytes_to_ports(span_, bytes);
+}
+
+DecodeError KnockCodec::to_bytes(std::span<const std::uint16_t> ports, std::span<std::uint8_t> out) const noexcept {
+  if (ports.size() != ports_ || out.size() < wire_bytes_) return DecodeError::Length;
+  return ports_to_bytes(span_, ports, out.first(wire_bytes_));
 }
 
 DecodeResult KnockCodec::decode(std::span<const std::uint16_t> ports) const noexcept {

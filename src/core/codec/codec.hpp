@@ -41,6 +41,16 @@ struct DecodeResult {
   bool ok() const noexcept { return error == DecodeError::None; }
 };
 
+// Any bytes <-> ports of a span (doc/PROTOCOL.md section 3), for every message that is spelled as
+// a port knock (the original knock and the SPA message's port form).
+// ceil(8 * bytes / N) ports.
+std::size_t ports_for_bytes(const PortSpan& span, std::size_t bytes) noexcept;
+std::vector<std::uint16_t> bytes_to_ports(const PortSpan& span, std::span<const std::uint8_t> bytes);
+// Exactly ports_for_bytes(span, out.size()) ports -> out.size() bytes. Never throws, never
+// allocates. Length, NotInSpan or SymbolPadding on failure.
+DecodeError ports_to_bytes(const PortSpan& span, std::span<const std::uint16_t> ports,
+                           std::span<std::uint8_t> out) noexcept;
+
 // Largest number of bytes a knock can take on the wire (17 plain bytes, 8-byte blocks, IV).
 inline constexpr std::size_t kMaxWireBytes = 16 + 24;
 
