@@ -567,7 +567,7 @@ TEST(SpaKeys, DaemonSettings) {
   const auto s = settings_from_config(config::parse_string("knock = PORT\n", "d.conf"));
   EXPECT_EQ(s.cipher, Cipher::XChaCha20Poly1305);
   EXPECT_EQ(s.port, 62202);
-  EXPECT_EQ(s.window, 120u);
+  EXPECT_EQ(s.window, 60u);
   EXPECT_EQ(s.replay_capacity, 65536u);
   const auto t = settings_from_config(
       config::parse_string("spaport = 5000\nspawindow = 30\nspareplaycache = 1000\n", "d.conf"));

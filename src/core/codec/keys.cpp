@@ -256,6 +256,14 @@ KeyRing KeyRing::from_config(const config::Value& root, std::span<const std::str
       throw ConfigError(block.items().back().where(), "<client " + name + "> is defined twice");
     if (!block.is_object())
       throw ConfigError(block.where(), "client must be a named block <client NAME> ... </client>");
+    // The name reaches logs and, as CLIENTNAME, commands: letters, digits, '.', '_' and '-' only.
+    bool good_name = !name.empty() && name.size() <= 64;
+    for (char c : name)
+      good_name = good_name && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                                c == '.' || c == '_' || c == '-');
+    if (!good_name)
+      throw ConfigError(block.where(), "client name '" + name.substr(0, 64) +
+                                           "': use 1 to 64 letters, digits, '.', '_' or '-'");
     for (const auto& [key, value] : block.members()) {
       const bool known = key == "key" || key == "keyfile" || key == "passphrase" || key == "salt" ||
                          std::find(other_keys.begin(), other_keys.end(), key) != other_keys.end();

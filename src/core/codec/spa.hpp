@@ -44,7 +44,7 @@ inline constexpr std::size_t kNonceOffset = 13;
 inline constexpr std::size_t kMaxNonceBytes = 24;
 inline constexpr std::size_t kMaxMessageBytes = kNonceOffset + kMaxNonceBytes + codec::kMaxKnockBytes + kTagBytes;  // 70
 inline constexpr std::uint16_t kDefaultPort = 62202;    // UDP; fwknop uses 62201
-inline constexpr std::uint32_t kDefaultWindow = 120;    // seconds either side of the receiver's clock
+inline constexpr std::uint32_t kDefaultWindow = 60;     // seconds either side of the receiver's clock
 inline constexpr std::size_t kDefaultReplayCapacity = 65536;
 
 std::size_t header_bytes(Cipher cipher) noexcept;  // 37 or 25

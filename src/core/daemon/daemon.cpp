@@ -180,7 +180,11 @@ class Daemon {
     const std::string fields = describe_knock(*current_->settings.codec, values);
     log::info("knock from " + o.source.str() + ": " + fields);
     if (test_mode_) std::cout << "knock from " << o.source.str() << ": " << fields << std::endl;
-    current_->engine->handle(rules::KnockEvent{values, o.source, o.time});
+    rules::KnockEvent event;
+    event.values = values;
+    event.logip = o.source;
+    event.time = o.time;
+    current_->engine->handle(event);
   }
 
   std::string bpf() const {

@@ -34,6 +34,14 @@ bool safe_value(std::string_view v) {
   return true;
 }
 
+bool safe_name(std::string_view v) {
+  if (v.empty() || v.size() > 64) return false;
+  for (char c : v)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+      return false;
+  return true;
+}
+
 std::string printable(std::string_view s) {
   std::string out;
   for (char c : s.substr(0, 80)) out += (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) ? '?' : c;
@@ -161,7 +169,9 @@ std::optional<std::string> Engine::substitute(const std::vector<SystemPart>& par
           return std::nullopt;
         }
         std::string s = v.str();
-        if (s.empty() || !safe_value(s)) {
+        // A client's name comes from the config, whose names are letters, digits, . _ - only.
+        const bool ok = p.var == Var::ClientName ? safe_name(s) : safe_value(s);
+        if (s.empty() || !ok) {
           if (why) *why = std::string(var_name(p.var)) + " has the value '" + printable(s) + "', not a number or address";
           return std::nullopt;
         }
@@ -185,7 +195,10 @@ std::optional<std::string> Engine::substitute(const std::vector<SystemPart>& par
 }
 
 Engine::Engine(const config::Value& root, EngineOptions options)
-    : options_(std::move(options)), state_(options_.state_limits), scheduler_(options_.max_pending) {
+    : options_(std::move(options)),
+      state_(options_.state_limits),
+      scheduler_(options_.max_pending),
+      replay_(options_.replay_capacity) {
   clock_ = options_.clock != nullptr ? options_.clock : &system_clock_;
   if (!root.is_object()) throw ConfigError(root.where(), "the configuration must be a block");
   load_templates(root);
@@ -396,6 +409,10 @@ void Engine::load_cache_settings(const config::Value& root) {
   const double wall = clock_->wall(), mono = clock_->mono();
   if (contents) {
     state_ = std::move(contents->state);
+    const auto counts = replay_.load(contents->replay, static_cast<std::int64_t>(wall));
+    if (counts.bad + counts.refused != 0)
+      log::warning("state cache " + cache_path_ + ": " + std::to_string(counts.bad + counts.refused) +
+                   " replay records not loaded (damaged, or more than spareplaycache)");
     // Saved due times are wall-clock times: map them back; a close overdue at start runs at once.
     for (auto& p : contents->pending) {
       const double due_mono = mono + std::max(0.0, p.due - wall);
@@ -407,7 +424,7 @@ void Engine::load_cache_settings(const config::Value& root) {
               " journal records)");
   }
   // A daemon that cannot record a close must not open anything: refuse to start.
-  if (auto err = cache_->snapshot(state_, scheduler_.pending(wall, mono)))
+  if (auto err = cache_->snapshot(state_, scheduler_.pending(wall, mono), replay_.save()))
     throw RuntimeError("state cache cannot be written: " + *err);
 }
 
@@ -416,7 +433,8 @@ void Engine::load_cache_settings(const config::Value& root) {
 bool Engine::save() noexcept {
   if (!cache_) return true;
   try {
-    if (auto err = cache_->snapshot(state_, scheduler_.pending(clock_->wall(), clock_->mono()))) {
+    replay_.expire(static_cast<std::int64_t>(clock_->wall()));
+    if (auto err = cache_->snapshot(state_, scheduler_.pending(clock_->wall(), clock_->mono()), replay_.save())) {
       log::error("state cache not saved: " + *err);
       return false;
     }
@@ -446,8 +464,11 @@ bool Engine::refuse(const std::string& who, const std::string& why) noexcept {
 bool Engine::handle(const KnockEvent& event) noexcept {
   std::string who;
   try {
-    const Vars vars = make_vars(event.values, event.logip, event.time);
+    const Vars vars = make_vars(event.values, event.logip, event.time, event.client);
     who = vars[Var::Ip].defined() ? vars[Var::Ip].str() : vars[Var::LogIp].str();
+    if (!event.client.empty()) who += " (client " + std::string(event.client) + ")";
+    // Checked by the daemon before it gets here (and counted there); again here, for safety.
+    if (event.replay && replay_.contains(*event.replay)) return refuse(who, "a replay of an accepted knock");
     OverlayState staged(state_);
     std::ostream& out = options_.test_output ? *options_.test_output : std::cout;
     const double mono = clock_->mono();
@@ -514,8 +535,24 @@ bool Engine::handle(const KnockEvent& event) noexcept {
       return refuse(who, "the command queue is full");
     if (state_.size() + staged.missing_nodes() > state_.limits().max_entries)
       return refuse(who, "the state is full (" + std::to_string(state_.limits().max_entries) + " keys)");
+    // The identity is used up now, even if recording fails below (then the sender knocks anew).
+    if (event.replay) {
+      const auto now_s = static_cast<std::int64_t>(clock_->wall());
+      if (replay_.insert(*event.replay, event.replay_expiry, now_s) != spa::ReplayCache::Result::Fresh)
+        return refuse(who, "the replay cache is full of live entries (spareplaycache " +
+                               std::to_string(replay_.capacity()) + ")");
+    }
     // Recorded before anything runs: once the journal has it, a kill -9 loses nothing.
     std::string records;
+    if (event.replay) {
+      static const char* hex = "0123456789abcdef";
+      char text[33];
+      for (std::size_t i = 0; i < 16; ++i) {
+        text[2 * i] = hex[(*event.replay)[i] >> 4];
+        text[2 * i + 1] = hex[(*event.replay)[i] & 15];
+      }
+      records += replay_record(std::string_view(text, 32), event.replay_expiry);
+    }
     for (const auto& [keys, value] : staged.writes()) records += state_record(keys, value, event.time);
     for (auto& [p, due_mono] : later) {
       p.id = scheduler_.next_id();
@@ -625,6 +662,11 @@ void Engine::take_over(Engine& old) {
   state_ = std::move(old.state_);
   old.state_.clear();
   scheduler_ = std::move(old.scheduler_);
+  {
+    const auto now_s = static_cast<std::int64_t>(clock_->wall());
+    replay_.load(old.replay_.save(), now_s);
+    old.replay_.clear();
+  }
   scheduler_.set_capacity(std::max(scheduler_.size(), options_.max_pending));
   old.scheduler_.clear();
   if (old.cache_ && cache_ && old.cache_->path() == cache_->path()) cache_ = std::move(old.cache_);

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "codec/fields.hpp"
+#include "codec/replay.hpp"
+#include "codec/spa.hpp"
 #include "config/tree.hpp"
 #include "rules/expr.hpp"
 #include "rules/runner.hpp"
@@ -45,6 +47,11 @@ struct KnockEvent {
   codec::KnockValues values;
   IpAddress logip;   // the source as seen on the wire or in the log (LOGIP)
   double time = 0;   // receive time, seconds since the epoch (packet time under -pcap)
+  std::string_view client;  // CLIENTNAME: the <client NAME> of an authenticated knock
+  // The knock's replay identity (the SPA tag, or the hash of an original knock's ciphertext
+  // after its IV), remembered until replay_expiry (Unix seconds) once the knock is accepted.
+  std::optional<spa::Identity> replay;
+  std::int64_t replay_expiry = 0;
 };
 
 struct EngineOptions {
@@ -59,6 +66,7 @@ struct EngineOptions {
   ExprLimits expr_limits;
   StateLimits state_limits;
   std::size_t max_pending = 10'000;
+  std::size_t replay_capacity = spa::kDefaultReplayCapacity;  // spareplaycache
 };
 
 // "5" (minutes), "0.05", "30s", "5m", "1h", "2d" -> seconds; nullopt when malformed or over
@@ -104,6 +112,9 @@ class Engine {
   // SIGHUP: take the state, pending commands and open journal of the engine being replaced.
   void take_over(Engine& old);
   const Scheduler& scheduler() const { return scheduler_; }
+  // Whether a knock with this replay identity was accepted before (and is still remembered).
+  bool replayed(const spa::Identity& id) const noexcept { return replay_.contains(id); }
+  const spa::ReplayCache& replay_cache() const { return replay_; }
   std::uint64_t refused_knocks() const { return refused_; }
 
   std::size_t action_count() const { return actions_.size(); }
@@ -166,6 +177,7 @@ class Engine {
   double last_sync_ = 0;       // monotonic
   double last_expire_ = 0;     // monotonic
   std::uint64_t refused_ = 0;
+  spa::ReplayCache replay_;
   std::unique_ptr<ShellRunner> own_runner_;
   CommandRunner* runner_ = nullptr;
 };

@@ -11,7 +11,7 @@ namespace {
 constexpr std::array<std::string_view, kVarCount> kVarNames = {
     "IP", "PORT", "FLAG0", "FLAG1", "FLAG2", "FLAG3", "FLAG4", "FLAG5", "FLAG6", "FLAG7",
     "FLAG8", "FLAG9", "CHECKSUM", "LOGIP", "TIME", "THISYEAR", "THISMONTH", "THISDAY",
-    "THISHOUR", "THISMINUTE"};
+    "THISHOUR", "THISMINUTE", "CLIENTNAME"};
 constexpr int kMaxHeight = 256;  // of the syntax tree: bounds the evaluator's recursion
 }  // namespace
 
@@ -23,7 +23,7 @@ std::optional<Var> var_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time) {
+Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time, std::string_view client) {
   Vars vars;
   auto put = [&](Var v, Scalar s) { vars.value[static_cast<std::size_t>(v)] = std::move(s); };
   if (auto ip = values.get(codec::Field::Ip)) put(Var::Ip, Scalar::string(IpAddress::v4(*ip).str()));
@@ -32,6 +32,7 @@ Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double 
     if (value) put(static_cast<Var>(f), Scalar::integer(*value));
   }
   put(Var::LogIp, Scalar::string(logip.str()));
+  if (!client.empty()) put(Var::ClientName, Scalar::string(std::string(client)));
   // Keep time_t conversions defined for hostile or absent timestamps.
   double t = std::isfinite(time) ? std::floor(time) : 0.0;
   if (t < 0) t = 0;

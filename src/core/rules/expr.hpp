@@ -20,8 +20,9 @@ namespace knock::rules {
 enum class Var : std::uint8_t {
   Ip, Port, Flag0, Flag1, Flag2, Flag3, Flag4, Flag5, Flag6, Flag7, Flag8, Flag9, Checksum,
   LogIp, Time, ThisYear, ThisMonth, ThisDay, ThisHour, ThisMinute,
+  ClientName,  // the <client NAME> of an authenticated knock; undef for the original format
 };
-inline constexpr std::size_t kVarCount = 20;
+inline constexpr std::size_t kVarCount = 21;
 std::string_view var_name(Var v);
 std::optional<Var> var_from_name(std::string_view name);
 
@@ -32,7 +33,9 @@ struct Vars {
 };
 // IP as a dotted quad, LOGIP as text, TIME the whole seconds of `time`, THIS* from `time` in
 // local time (never the wall clock).
-Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time);
+// CLIENTNAME is `client` when not empty.
+Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time,
+               std::string_view client = {});
 
 // Where state(...) reads and writes.
 class StateStore {

@@ -312,10 +312,14 @@ std::string pending_record(const PendingCommand& p) {
 
 std::string done_record(std::uint64_t id) { return "D " + std::to_string(id) + "\n"; }
 
+std::string replay_record(std::string_view hex_identity, std::int64_t expiry) {
+  return "R " + std::string(hex_identity) + " " + std::to_string(expiry) + "\n";
+}
+
 std::string journal_path(const std::string& path) { return path + ".journal"; }
 
 std::string serialize_cache(const StateTree& state, const std::vector<PendingCommand>& pending,
-                            std::uint64_t journal) {
+                            std::uint64_t journal, std::string_view replay) {
   std::string out;
   out += kMagic;
   out += '\n';
@@ -328,6 +332,17 @@ std::string serialize_cache(const StateTree& state, const std::vector<PendingCom
   for (const auto& p : pending) {
     out += pending_record(p);
     ++records;
+  }
+  while (!replay.empty()) {
+    const std::size_t nl = replay.find('\n');
+    const std::string_view line = replay.substr(0, nl);
+    if (!line.empty()) {
+      out += "R ";
+      out += line;
+      out += '\n';
+      ++records;
+    }
+    replay = nl == std::string_view::npos ? std::string_view() : replay.substr(nl + 1);
   }
   out += "end " + std::to_string(records) + "\n";
   return out;
@@ -467,6 +482,16 @@ bool apply_record(const std::vector<std::string_view>& f, int version, CacheCont
     out.pending.push_back({numify(f[1 + skip]), std::move(*command), std::move(*origin), f[0] == "N", id});
     return true;
   }
+  if (f[0] == "R" && version >= 2) {
+    // Checked for shape here; spa::ReplayCache::load() checks every line again.
+    if (f.size() != 3 || f[1].size() != 32 || !parse_u64(f[2])) return bad("bad replay record");
+    if (out.replay.size() > kMaxCacheBytes) return bad("too many replay records");
+    out.replay.append(f[1]);
+    out.replay += ' ';
+    out.replay.append(f[2]);
+    out.replay += '\n';
+    return true;
+  }
   if (f[0] == "D" && version >= 2) {
     if (f.size() != 2) return bad("bad done record");
     auto id = parse_u64(f[1]);
@@ -493,7 +518,7 @@ std::optional<CacheContents> load_cache(const std::string& path, const StateLimi
   auto journal = read_cache_file(jpath, "state journal", also_owner);
   if (!text && !journal) return std::nullopt;
 
-  CacheContents out{StateTree(limits), {}, 0};
+  CacheContents out{StateTree(limits), {}, 0, {}};
   std::uint64_t journal_id = 0;
   if (text) {
     auto corrupt = [&](std::size_t line, const std::string& why) -> CorruptCacheError {
@@ -628,9 +653,10 @@ std::uint64_t random_id() {
 }  // namespace
 
 std::optional<std::string> save_cache(const std::string& path, const StateTree& state,
-                                      const std::vector<PendingCommand>& pending, std::uint64_t journal) noexcept {
+                                      const std::vector<PendingCommand>& pending, std::uint64_t journal,
+                                      std::string_view replay) noexcept {
   try {
-    TempFile t = write_temp(path, serialize_cache(state, pending, journal), false);
+    TempFile t = write_temp(path, serialize_cache(state, pending, journal, replay), false);
     if (!t.error.empty()) return t.error;
     if (::rename(t.name.c_str(), path.c_str()) != 0) {
       int e = errno;
@@ -650,8 +676,8 @@ CacheWriter::~CacheWriter() {
   }
 }
 
-std::optional<std::string> CacheWriter::snapshot(const StateTree& state,
-                                                 const std::vector<PendingCommand>& pending) noexcept {
+std::optional<std::string> CacheWriter::snapshot(const StateTree& state, const std::vector<PendingCommand>& pending,
+                                                 std::string_view replay) noexcept {
   try {
     const std::uint64_t id = random_id();
     const std::string header = std::string(kJournalMagic) + std::to_string(id) + "\n";
@@ -661,7 +687,7 @@ std::optional<std::string> CacheWriter::snapshot(const StateTree& state,
     // longer matches: it is ignored, and the snapshot has everything it held.
     TempFile j = write_temp(jpath, header, true);
     if (!j.error.empty()) return j.error;
-    if (auto err = save_cache(path_, state, pending, id)) {
+    if (auto err = save_cache(path_, state, pending, id, replay)) {
       ::close(j.fd);
       ::unlink(j.name.c_str());
       return err;

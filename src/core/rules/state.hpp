@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "rules/expr.hpp"
@@ -103,6 +104,7 @@ struct CacheContents {
   StateTree state;
   std::vector<PendingCommand> pending;
   std::size_t journal_records = 0;  // records applied from PATH.journal
+  std::string replay;               // replay identities: "HEX EXPIRY" lines (spa::ReplayCache::load)
 };
 
 inline constexpr std::size_t kMaxCacheBytes = 64 * 1024 * 1024;
@@ -124,16 +126,19 @@ std::optional<CacheContents> load_cache(const std::string& path, const StateLimi
 // fsync, rename over PATH, fsync the directory. `journal` names the journal that belongs to it.
 // Returns an error message, or nullopt on success.
 std::optional<std::string> save_cache(const std::string& path, const StateTree& state,
-                                      const std::vector<PendingCommand>& pending, std::uint64_t journal = 0) noexcept;
+                                      const std::vector<PendingCommand>& pending, std::uint64_t journal = 0,
+                                      std::string_view replay = {}) noexcept;
 
 // The snapshot text (also what save_cache writes).
+// `replay`: spa::ReplayCache::save() lines ("HEX EXPIRY"), written as R records.
 std::string serialize_cache(const StateTree& state, const std::vector<PendingCommand>& pending,
-                            std::uint64_t journal = 0);
+                            std::uint64_t journal = 0, std::string_view replay = {});
 
 // Journal records (one line each, format in doc/RULES.md).
 std::string state_record(const std::vector<std::string>& keys, const Scalar& value, double mtime);
 std::string pending_record(const PendingCommand& command);
 std::string done_record(std::uint64_t id);
+std::string replay_record(std::string_view hex_identity, std::int64_t expiry);
 
 // Keeps the cache on disk while the daemon runs: a snapshot now and then, and in between an
 // append-only journal of what changed. An append is one write(2) (no fsync): once it returns,
@@ -148,7 +153,8 @@ class CacheWriter {
   CacheWriter& operator=(const CacheWriter&) = delete;
 
   // Writes a new snapshot of everything and starts an empty journal for it (both fsynced).
-  std::optional<std::string> snapshot(const StateTree& state, const std::vector<PendingCommand>& pending) noexcept;
+  std::optional<std::string> snapshot(const StateTree& state, const std::vector<PendingCommand>& pending,
+                                      std::string_view replay = {}) noexcept;
   // Appends records; an error when there is no journal (no snapshot yet, or the last failed).
   std::optional<std::string> append(std::string_view records) noexcept;
   // fdatasync of the journal when something was appended since the last sync.
