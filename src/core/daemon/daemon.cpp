@@ -99,9 +99,12 @@ class Daemon {
 
   // Reads and validates everything; throws ConfigError.
   std::unique_ptr<Generation> load(bool initial = true) const {
-    check_not_writable_by_others(conf_path_, Location{conf_path_, 0});
     auto g = std::make_unique<Generation>();
-    g->root = config::parse_file(conf_path_);
+    // The main file, every <<include>>, and the folders holding them: nobody but root may be
+    // able to change what the daemon runs as root.
+    config::ParseLimits limits;
+    limits.check_file = check_config_file;
+    g->root = config::parse_file(conf_path_, limits);
     g->settings = load_settings(g->root);
     rules::EngineOptions options;
     options.test_mode = test_mode_;
