@@ -349,6 +349,7 @@ class Daemon {
 
 int main(int argc, const char* const* argv) {
   log::set_program("knockdaemon");
+  close_inherited_on_exec();
   try {
     const cli::ParsedArgs args = cli::parse(argc, argv, kOptions);
     if (!args.positional.empty()) throw ConfigError("unexpected argument '" + args.positional.front() + "' (try -h)");
