@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What a command the daemon starts inherits (issue 11): no descriptor beyond 0, 1, 2 (not the
-# raw capture socket, not the state cache, the config or the signalfd), and a fixed minimal
+# raw capture socket, not the state cache, the config, the signalfd, nor the netlink socket of
+# an nft template run just before), and a fixed minimal
 # environment instead of the daemon's. A knock from the client namespace runs a template that
 # lists the shell's /proc/PID/fd and its environment; the daemon runs with a marker variable.
 E2E_ID=pkfs$$
@@ -23,10 +24,14 @@ usecache   = yes
 <actions>
   <action look>
     condition = PORT == 22
+    template  = probe
     template  = look
     use       = yes
   </action>
 </actions>
+<template probe>
+  nft = "add table inet pkfs_probe"
+</template>
 <template look>
   system = "set -- /proc/\$\$/fd/*; echo \$* >$E2E_TMP/fds.tmp; env >$E2E_TMP/env; mv $E2E_TMP/fds.tmp $E2E_TMP/fds"
 </template>
