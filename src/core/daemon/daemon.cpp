@@ -113,6 +113,9 @@ class Daemon {
     options.fresh = fresh_;
     options.now = wall_clock();
     g->engine = std::make_unique<rules::Engine>(g->root, options);
+    // libnftables opens its netlink socket without SOCK_CLOEXEC (in nft_ctx_new, while the
+    // engine is built): no command may inherit it.
+    mark_all_close_on_exec();
     return g;
   }
 
@@ -349,7 +352,7 @@ class Daemon {
 
 int main(int argc, const char* const* argv) {
   log::set_program("knockdaemon");
-  close_inherited_on_exec();
+  mark_all_close_on_exec();
   try {
     const cli::ParsedArgs args = cli::parse(argc, argv, kOptions);
     if (!args.positional.empty()) throw ConfigError("unexpected argument '" + args.positional.front() + "' (try -h)");

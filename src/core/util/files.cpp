@@ -68,7 +68,7 @@ void check_secret_not_readable_by_others(const std::string& path, const Location
                                  "); refusing it: chmod o-r " + path);
 }
 
-void close_inherited_on_exec() {
+void mark_all_close_on_exec() {
 #ifdef SYS_close_range
   // Linux 5.11: one call. CLOSE_RANGE_CLOEXEC is 1u << 2 (linux/close_range.h).
   if (syscall(SYS_close_range, 3u, ~0u, 1u << 2) == 0) return;

@@ -28,10 +28,11 @@ void check_secret_not_readable_by_others(const std::string& path, const Location
 // a regular file of at most 4 KiB.
 SecureBytes read_key_file(const std::string& path, const Location& where);
 
-// Marks every descriptor above 2 that the process inherited close-on-exec, so that none of
-// them (a pipe of the shell or service manager that started the daemon, say) reaches the
-// commands it starts. The daemon calls it first thing.
-void close_inherited_on_exec();
+// Marks every descriptor above 2 close-on-exec, so that none reaches the commands the daemon
+// starts: those it inherited (a pipe of the shell or service manager that started it) and
+// those a library opened without O_CLOEXEC (libnftables' netlink socket, opened by
+// nft_ctx_new). The daemon calls it first thing and after building each configuration.
+void mark_all_close_on_exec();
 
 // The first line of text (without "\n" or "\r\n"); text is wiped.
 SecureBytes first_line_of(std::string& text);
