@@ -119,12 +119,12 @@ TEST(LogFormat, ShippedFormatsRefuseLinesAProgramWrote) {
   // the kernel's own lines, as rsyslog (with and without the uptime), journalctl -o short,
   // short-precise and short-iso write them
   const LogFormat iptables(*formats->find("iptables"));
-  for (const std::string& header :
+  for (const char* header :
        {"Nov 26 15:14:12 vm kernel: ", "Nov  6 15:14:12 vm kernel: [12345.678901] ",
         "Nov 26 15:14:12 vm kernel: [    1.000000] ", "Nov 26 15:14:12.123456 vm kernel: ",
         "2026-11-26T15:14:12+0000 vm kernel: ", "2026-11-26T15:14:12.123456+00:00 vm kernel: ",
         "2026-11-26T15:14:12Z vm kernel: "}) {
-    const auto o = iptables.parse_line(header + "portknock " + fields, 0);
+    const auto o = iptables.parse_line(std::string(header) + "portknock " + fields, 0);
     ASSERT_TRUE(o.has_value()) << header;
     EXPECT_EQ(o->source, *IpAddress::parse("198.18.6.6"));
   }
