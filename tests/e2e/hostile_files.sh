@@ -2,7 +2,8 @@
 # Files another user could have planted or changed (issue 11): knockdaemon refuses, with exit 2
 # and one line FILE:LINE, an <<include>>d file (or the folder holding it, or the main file's
 # folder) that other users can write, a `key =` in a file every user can read, and a key file
-# every user can read; knockclient refuses the readable key and key file too.
+# every user can read; knockclient refuses the readable key and key file too. In file mode, a
+# log another user can write stops the daemon; a log folder others can write gets a warning.
 source "$(dirname "$0")/common.bash"
 D="$BIN_DIR/knockdaemon"; K="$BIN_DIR/knockclient"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -101,4 +102,29 @@ rc=0; "$K" -keyfile "$tmp/etc/key" -knock IP,PORT -portspan 2000-2255 -encrypt y
   2>"$tmp/err" >/dev/null || rc=$?
 [ "$rc" -eq 2 ] && grep -q "readable by every user" "$tmp/err" ||
   fail "knockclient: a world-readable -keyfile: exit $rc: $(cat "$tmp/err")"
-say "PASS: writable includes and folders, readable keys and key files refused"
+
+# File mode: a log another user can write is refused at start (exit 1, the reason); a folder
+# where others can create files gets a warning naming the risk.
+mkdir -m 755 "$tmp/logs"; : >"$tmp/logs/fw.log"; chmod 666 "$tmp/logs/fw.log"
+cat >"$tmp/file.conf" <<CONF
+runmode      = file
+logfile      = $tmp/logs/fw.log
+uselogformat = iptables
+<<include $SOURCE_DIR/etc/logformats.conf>>
+knock    = IP,PORT,FLAG0,CHECKSUM
+portspan = 2000-2255
+encrypt  = yes
+key      = a-secret-key
+CONF
+chmod 600 "$tmp/file.conf"
+rc=0; timeout 10 "$D" -conf "$tmp/file.conf" -test >/dev/null 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q "fw.log is writable by every user.*refusing to read it" "$tmp/err" ||
+  fail "a world-writable log: exit $rc: $(cat "$tmp/err")"
+say "ok: a world-writable log: $(grep refusing "$tmp/err")"
+chmod 644 "$tmp/logs/fw.log"; chmod 1777 "$tmp/logs"
+"$D" -conf "$tmp/file.conf" -test >/dev/null 2>"$tmp/err" & pid=$!
+wait_for 10 "the daemon watches the log" grep -q "watching log file" "$tmp/err"
+kill "$pid"; wait "$pid" || true
+grep -q "users other than root can create files in $tmp/logs" "$tmp/err" || fail "no warning for a 1777 log folder: $(cat "$tmp/err")"
+say "ok: a world-writable log folder: a warning"
+say "PASS: writable includes and folders, readable keys and key files, writable logs refused"
