@@ -99,7 +99,7 @@ useethfilter = tcpsyn
 </ethfilter>
 logfile      = $E2E_TMP/firewall.log
 fileinterval = 0.2
-uselogformat = iptables
+uselogformat = ulogd
 <<include $SOURCE_DIR/etc/logformats.conf>>
 
 $(knock_conf "$KEY")
@@ -140,7 +140,9 @@ chmod 600 "$E2E_TMP"/*.conf
 mkdir -m 700 "$E2E_TMP/state"
 if [ -n "$DAEMON_USER" ]; then
   # The dropped user reads the config on SIGHUP and writes the state cache.
-  chmod 755 "$E2E_TMP"; chmod 644 "$E2E_TMP/knockdaemon.conf"; chown "$DAEMON_USER" "$E2E_TMP/state"
+  # Through its group: a config holding the key must not be readable by every user.
+  chmod 755 "$E2E_TMP"; chmod 640 "$E2E_TMP/knockdaemon.conf"; chown "$DAEMON_USER" "$E2E_TMP/state"
+  chgrp "$(id -gn "$DAEMON_USER")" "$E2E_TMP/knockdaemon.conf"
 fi
 
 step "Start knockdaemon on the server ($MODE mode)"
@@ -172,6 +174,27 @@ step "After ${CLOSE_AFTER}s the port closes again ($([ "$FW" = nft-native ] && e
 wait_for $((CLOSE_AFTER + 10)) "port 22 closed again" cannot_connect "$NS_CLIENT" $SERVER_IP 22
 tell "connect to $SERVER_IP:22 from $CLIENT_IP: timed out (dropped)"
 [ -z "$DEMO" ] || show_rules | sed 's/^/      /'
+
+# send_ports NS ADDR PORTS: one TCP SYN to each port (comma-separated), in order, from NS.
+send_ports() {
+  in_ns "$1" bash -c 'for p in ${2//,/ }; do timeout 0.5 bash -c "exec 3<>/dev/tcp/$1/$p" 2>/dev/null || true; done' \
+    _ "$2" "$3"
+}
+step "A replay from another host opens nothing"
+ports=$(in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/knockclient.conf" -remote $SERVER_IP -port 22 -flag0 3 -test)
+tell "the client's next knock: ports $ports"
+send_ports "$NS_CLIENT" $SERVER_IP "$ports"
+wait_for 5 "port 22 open after the client sent those ports" can_connect "$NS_CLIENT" $SERVER_IP 22
+wait_for $((CLOSE_AFTER + 10)) "port 22 closed again" cannot_connect "$NS_CLIENT" $SERVER_IP 22
+tell "the client sent them itself: port 22 opened for it, then closed"
+replays=$(grep -c "knock from $OTHER_IP" "$E2E_TMP/daemon.log" || true)
+send_ports "$NS_OTHER" $SERVER_IP_OTHER "$ports"
+replay_seen() { [ "$(grep -c "knock from $OTHER_IP: IP=$CLIENT_IP PORT=22 FLAG0=3 " "$E2E_TMP/daemon.log")" -gt "$replays" ]; }
+wait_for 5 "the daemon decoded the replay" replay_seen
+sleep 1
+cannot_connect "$NS_OTHER" $SERVER_IP_OTHER 22 || fail "the replay from $OTHER_IP opened port 22 for it"
+cannot_connect "$NS_CLIENT" $SERVER_IP 22 || fail "the replay from $OTHER_IP opened port 22 for the client"
+tell "$OTHER_IP sent the same ports: decoded, but its address is not the knock's; nothing opened"
 
 step "SIGHUP reloads the configuration and keeps a pending close"
 knock 2

@@ -3,7 +3,9 @@
 # replaced by a binary file, deleted and recreated, truncated, replaced by a directory and by a
 # symlink, lines with hostile field values. The daemon keeps running through all of it, each
 # knock written afterwards (knockclient -logfile, iptables LOG lines) is found, a knock written
-# through a planted symlink is not, memory stays bounded, and the log stays short.
+# through a planted symlink is not, memory stays bounded, and the log stays short. Then whole
+# knocks whose SRC field holds shell syntax, against a daemon that runs its actions: none of
+# them runs anything, while a benign knock's action runs.
 source "$(dirname "$0")/common.bash"
 tmp=$(mktemp -d)
 DAEMON_PID=
@@ -109,4 +111,61 @@ DAEMON_PID=
 [ "$(grep -c '^knock from' "$tmp/out")" -eq 11 ] || fail "expected 11 knocks: $(grep '^knock from' "$tmp/out")"
 lines=$(grep -vc "knock from\|would run\|action" "$tmp/daemon.log" || true)
 [ "$lines" -le 20 ] || fail "the log grew by $lines lines: $(cat "$tmp/daemon.log")"
+
+# Hostile field values against a daemon that runs its actions (not -test): whole knocks whose
+# SRC field carries shell syntax. The action's command goes through the shell and holds LOGIP,
+# so a value that got through substitution would create $tmp/pwned. A benign knock, written
+# after them, must run the same action (commands run in order: by then the others have run).
+step="hostile SRC values with actions"
+mkdir "$tmp/logs2"; LOG2=$tmp/logs2/kern.log; : >"$LOG2"
+cat "$tmp/client.conf" - >"$tmp/daemon2.conf" <<CONF
+runmode      = file
+logfile      = $LOG2
+fileinterval = 0.1
+uselogformat = iptables
+<<include $SOURCE_DIR/etc/logformats.conf>>
+<actions>
+  <action mark>
+    condition = PORT == 22
+    template  = mark
+    use       = yes
+  </action>
+</actions>
+<template mark>
+  system = "echo LOGIP >>$tmp/ran"
+</template>
+CONF
+chmod 600 "$tmp/daemon2.conf"
+"$BIN_DIR/knockdaemon" -conf "$tmp/daemon2.conf" >"$tmp/out2" 2>"$tmp/daemon.log" &
+DAEMON_PID=$!
+deadline_grep 10 "watching log file" "$tmp/daemon.log" || fail "second daemon not ready"
+knock_as() {  # knock_as SRC FLAG: a whole knock for 198.18.0.2 whose lines all say SRC=<SRC>
+  : >"$tmp/scratch"
+  "$BIN_DIR/knockclient" -conf "$tmp/client.conf" -remote 198.18.0.1 -client 198.18.0.2 -port 22 \
+    -flag0 "$2" -logfile "$tmp/scratch" 2>/dev/null
+  local l out=
+  while IFS= read -r l; do out+="${l/SRC=198.18.0.2 /SRC=$1 }"$'\n'; done <"$tmp/scratch"
+  [ "$out" != "$(cat "$tmp/scratch")"$'\n' ] || [ "$1" = 198.18.0.2 ] || fail "SRC not replaced by $1"
+  printf '%s' "$out" >>"$LOG2"
+}
+M=$tmp/pwned
+n=20; hostile=0
+for src in "198.18.5.5;touch\${IFS}$M" "\$(touch\${IFS}$M)" "\`touch\${IFS}$M\`" "198.18.5.5|touch\${IFS}$M" \
+           "198.18.5.5&&touch\${IFS}$M" "198.18.5.5\$(touch\${IFS}$M)" "2001:db8::5;touch\${IFS}$M" \
+           "198.18.5.5>$M" "'\$(touch\${IFS}$M)'" "198.18.5.5%0a/usr/bin/touch%20$M"; do
+  n=$((n + 1)); hostile=$((hostile + 1)); knock_as "$src" "$n"
+done
+grep -q "touch" "$LOG2" || fail "the hostile knocks were not written"
+knock_as 198.18.0.2 99
+end=$((SECONDS + 10))
+until grep -qx "198.18.0.2" "$tmp/ran" 2>/dev/null; do
+  kill -0 "$DAEMON_PID" 2>/dev/null || fail "the second daemon died"
+  [ $SECONDS -lt $end ] || fail "the benign knock's action did not run: $(tail -3 "$tmp/daemon.log")"
+  sleep 0.05
+done
+sleep 0.5
+[ ! -e "$M" ] || fail "a hostile SRC value reached the shell: $M exists; ran: $(cat "$tmp/ran")"
+[ "$(cat "$tmp/ran")" = "198.18.0.2" ] || fail "the action ran for other values: $(cat "$tmp/ran")"
+kill -TERM "$DAEMON_PID"; wait "$DAEMON_PID" || true; DAEMON_PID=
+echo "-- $hostile hostile SRC knocks ran nothing; the benign knock's action ran"
 echo "PASS: 11 knocks found through hostile log changes; peak RSS $hwm_kib KiB; $lines other log lines"

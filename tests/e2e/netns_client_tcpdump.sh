@@ -36,7 +36,7 @@ ip -n "$CLI" link set lo up
 ip netns exec "$SRV" iptables -A INPUT -j DROP 2>/dev/null || ip netns exec "$SRV" nft add table inet t \; \
   add chain inet t in '{ type filter hook input priority 0; policy drop; }'
 
-printf 'password\n' > "$WORK/key"
+printf 'password\n' > "$WORK/key"; chmod 600 "$WORK/key"  # a key file every user can read is refused
 cat > "$WORK/knockclient.conf" <<CONF
 knock    = IP,PORT,FLAG0,CHECKSUM
 portspan = 2000-2127,3000-3127

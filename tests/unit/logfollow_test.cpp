@@ -305,3 +305,54 @@ TEST(LogFollower, RefusesSymlinksAndNonRegularFiles) {
   LogFollower h(dir.file("dir.log"), fast());
   EXPECT_FALSE(h.is_open());
 }
+
+// issue 11: a log another user can write is a source of forged knocks. Refused when the
+// follower starts (an exception: the daemon stops with the message), and after a rotation (the
+// new file is not read; the old one still is, to its end).
+TEST(LogFollower, RefusesALogOthersCanWrite) {
+  TempDir dir;
+  const std::string log = dir.file("fw.log");
+  rewrite(log, "");
+  chmod(log.c_str(), 0666);
+  try {
+    LogFollower f(log, fast());
+    FAIL() << "a world-writable log was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("writable by every user"), std::string::npos) << e.what();
+  }
+  chmod(log.c_str(), 0644);
+  LogFollower f(log, fast());
+  Collector c;
+  append(log, "a1\n");
+  ASSERT_TRUE(until_lines(f, c, 1));
+  // rotated: the file now at the name is one every user can write
+  fs::rename(log, dir.file("fw.log.1"));
+  rewrite(log, "forged\n");
+  chmod(log.c_str(), 0666);
+  append(dir.file("fw.log.1"), "a2\n");
+  ASSERT_TRUE(until_lines(f, c, 2));
+  append(log, "forged2\n");
+  settle(f, c);
+  settle(f, c);
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"a1", "a2"}));
+  EXPECT_EQ(f.stats().rotations, 0u);
+  // fixed by root: read from its start, as any new file at the name
+  chmod(log.c_str(), 0644);
+  append(log, "b1\n");
+  ASSERT_TRUE(until_lines(f, c, 5));
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"a1", "a2", "forged", "forged2", "b1"}));
+}
+
+TEST(LogFollower, RefusesALogOfAnotherUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give a file away";
+  TempDir dir;
+  const std::string log = dir.file("fw.log");
+  rewrite(log, "");
+  ASSERT_EQ(chown(log.c_str(), 65534, 65534), 0);
+  EXPECT_THROW(LogFollower(log, fast()), std::exception);
+  ASSERT_EQ(chown(log.c_str(), 0, 65534), 0);
+  chmod(log.c_str(), 0664);  // group-writable by a group other than root's
+  EXPECT_THROW(LogFollower(log, fast()), std::exception);
+  chmod(log.c_str(), 0644);
+  EXPECT_NO_THROW(LogFollower(log, fast()));
+}

@@ -79,6 +79,57 @@ TEST(LogFormat, ShippedFormatsParseTheirSampleLines) {
   EXPECT_GE(accepted, 12);
 }
 
+// issue 11: the shipped formats take only lines the kernel (or ulogd) wrote, with the shipped
+// prefix right after the kernel tag. Any program can put text in the same log: each of these
+// would have counted as a knock from 198.18.6.6 with unanchored regexes.
+TEST(LogFormat, ShippedFormatsRefuseLinesAProgramWrote) {
+  const config::Value root = config::parse_file(std::string(SOURCE_DIR) + "/etc/logformats.conf");
+  const config::Value* formats = root.find("logformat");
+  ASSERT_NE(formats, nullptr);
+  const std::string fields = "IN=eth0 OUT= MAC= SRC=198.18.6.6 DST=198.18.0.1 LEN=60 PROTO=TCP SPT=4000 DPT=2000";
+  const std::vector<std::string> forged = {
+      // a program named alice on host vm (logger -t alice 'portknock IN=...')
+      "Nov 26 15:14:12 vm alice: portknock " + fields,
+      // logger -t alice 'kernel: portknock IN=...': the kernel tag inside the message
+      "Nov 26 15:14:12 vm alice: kernel: portknock " + fields,
+      "Nov 26 15:14:12 vm alice[4242]: kernel: [ 12.000000] portknock " + fields,
+      // a template that prints the facility: user.notice
+      "Nov 26 15:14:12 vm user.notice alice: kernel: portknock " + fields,
+      // a whole kernel line quoted by a program
+      "Nov 26 15:14:12 vm alice: Nov 26 15:14:12 vm kernel: portknock " + fields,
+      // sshd logs the user name a client chose
+      "Nov 26 15:14:12 vm sshd[77]: Invalid user portknock " + fields + " from 198.18.6.6 port 4000",
+      "2026-11-26T15:14:12.123456+00:00 vm sshd[77]: Invalid user portknock " + fields,
+      // no syslog header at all, or text before it
+      "portknock " + fields,
+      "x Nov 26 15:14:12 vm kernel: portknock " + fields,
+      // another prefix, or the prefix not right after the tag
+      "Nov 26 15:14:12 vm kernel: notportknock " + fields,
+      "Nov 26 15:14:12 vm kernel: [ 12.0] other: portknock " + fields,
+      "Nov 26 15:14:12 vm kernel: portknockIN=eth0 OUT= SRC=198.18.6.6 DST=198.18.0.1 PROTO=TCP SPT=1 DPT=2000",
+  };
+  for (const char* name : {"iptables", "nftables", "ulogd"}) {
+    const LogFormat format(*formats->find(name));
+    for (const auto& line : forged) EXPECT_FALSE(format.parse_line(line, 0).has_value()) << name << ": " << line;
+  }
+  // ulogd's own file: the prefix right after the host, nowhere else
+  const LogFormat ulogd(*formats->find("ulogd"));
+  EXPECT_FALSE(ulogd.parse_line("Nov 26 15:14:19 host alice: portknock " + fields, 0).has_value());
+  EXPECT_TRUE(ulogd.parse_line("Nov 26 15:14:19 host portknock " + fields, 0).has_value());
+  // the kernel's own lines, as rsyslog (with and without the uptime), journalctl -o short,
+  // short-precise and short-iso write them
+  const LogFormat iptables(*formats->find("iptables"));
+  for (const char* header :
+       {"Nov 26 15:14:12 vm kernel: ", "Nov  6 15:14:12 vm kernel: [12345.678901] ",
+        "Nov 26 15:14:12 vm kernel: [    1.000000] ", "Nov 26 15:14:12.123456 vm kernel: ",
+        "2026-11-26T15:14:12+0000 vm kernel: ", "2026-11-26T15:14:12.123456+00:00 vm kernel: ",
+        "2026-11-26T15:14:12Z vm kernel: "}) {
+    const auto o = iptables.parse_line(std::string(header) + "portknock " + fields, 0);
+    ASSERT_TRUE(o.has_value()) << header;
+    EXPECT_EQ(o->source, *IpAddress::parse("198.18.6.6"));
+  }
+}
+
 TEST(LogFormat, TheManualsExampleAndDefaults) {
   const LogFormat f = format_from("port = DPT=([0-9]+)\nipclient = SRC=([0-9.]+)\n");
   const auto o = f.parse_line("... SRC=198.18.0.9 DPT=883 ...", 7);

@@ -6,6 +6,7 @@
 #include "config/tree.hpp"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <pcap/pcap.h>
 #include <unistd.h>
 
@@ -431,4 +432,36 @@ TEST(BpfFilter, SourcesAdaptTheGenericFilterToTheirLink) {
     EXPECT_EQ(obs[0].dest_port, 2000);
     EXPECT_EQ(obs[1].source.str(), "2001:db8::2");
   }
+}
+
+// issue 11: libpcap opens its packet socket without SOCK_CLOEXEC; the commands the daemon
+// starts must not inherit it.
+TEST(LivePcapSource, CaptureSocketIsCloseOnExec) {
+  std::unique_ptr<knock::capture::LivePcapSource> live;
+  try {
+    live = std::make_unique<knock::capture::LivePcapSource>("lo", "tcp");
+  } catch (const std::exception& e) {
+    GTEST_SKIP() << "cannot capture on lo here (needs CAP_NET_RAW): " << e.what();
+  }
+  const int fd = live->selectable_fd();
+  ASSERT_GE(fd, 0);
+  const int flags = fcntl(fd, F_GETFD);
+  ASSERT_GE(flags, 0);
+  EXPECT_NE(flags & FD_CLOEXEC, 0) << "the capture socket would be inherited by every command";
+}
+
+// The file -pcap replays is opened close-on-exec too (pcap_open_offline's fopen is not).
+TEST(OfflinePcapSource, FileIsCloseOnExec) {
+  const std::string path = ::testing::TempDir() + "/cloexec.pcap";
+  {
+    knock::capture::PcapWriter w(path, 1);
+  }
+  const int before = dup(0);
+  ASSERT_GE(before, 0);
+  close(before);  // the next descriptor the process opens gets this number
+  knock::capture::OfflinePcapSource source(path, "");
+  const int flags = fcntl(before, F_GETFD);
+  ASSERT_GE(flags, 0) << "the capture file was not opened at the lowest free descriptor";
+  EXPECT_NE(flags & FD_CLOEXEC, 0);
+  std::remove(path.c_str());
 }

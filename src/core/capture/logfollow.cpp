@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <chrono>
 #include <cstring>
 
@@ -34,8 +35,38 @@ LogFollower::LogFollower(std::string path, Options options)
     log::warning("inotify unavailable (" + errno_message(errno) + "); checking " + path_ +
                  " every " + std::to_string(options_.interval) + " s");
   watch_directory();
+  warn_about_directory();
   open_current(options_.start_at_end);
+  starting_ = false;
   last_check_ = now();
+}
+
+std::string LogFollower::untrusted(const struct stat& st) {
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(st.st_mode & 07777));
+  if ((st.st_mode & S_IWOTH) != 0) return std::string("is writable by every user (mode ") + mode + ")";
+  if ((st.st_mode & S_IWGRP) != 0 && st.st_gid != 0)
+    return "is writable by group " + std::to_string(st.st_gid) + " (mode " + mode + ")";
+  if (st.st_uid != 0 && st.st_uid != geteuid()) return "belongs to uid " + std::to_string(st.st_uid) + ", not root";
+  return "";
+}
+
+void LogFollower::warn_about_directory() const {
+  struct stat dir {};
+  if (::stat(directory_.c_str(), &dir) != 0) return;
+  struct stat file {};
+  const gid_t log_group = ::stat(path_.c_str(), &file) == 0 ? file.st_gid : 0;
+  const bool others = (dir.st_mode & S_IWOTH) != 0;
+  const bool group = (dir.st_mode & S_IWGRP) != 0 && dir.st_gid != 0 && dir.st_gid != log_group;
+  const bool owner = dir.st_uid != 0 && dir.st_uid != geteuid();
+  if (!others && !group && !owner) return;
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%03o", static_cast<unsigned>(dir.st_mode & 07777));
+  log::warning("users other than root can create files in " + directory_ + " (mode " + mode + ", uid " +
+               std::to_string(dir.st_uid) + ", gid " + std::to_string(dir.st_gid) +
+               "): after a rotation one of them could put their own file at " + path_ +
+               " (refused, but no knock is seen until the real log is back) or fill the folder; "
+               "keep the log in a folder only root can write");
 }
 
 LogFollower::~LogFollower() {
@@ -95,7 +126,18 @@ bool LogFollower::open_current(bool at_end) {
     ::close(fd);
     return false;
   }
+  if (const std::string why = untrusted(st); !why.empty()) {
+    ::close(fd);
+    const std::string message = "log " + path_ + " " + why +
+                                ": its lines could be forged knocks; refusing to read it (the firewall's log must be "
+                                "root's and writable by root only)";
+    if (starting_) throw RuntimeError(message);
+    if (!refused_) log::error(message);
+    refused_ = true;
+    return false;
+  }
   warned_ = false;
+  refused_ = false;
   Stream s;
   s.fd = fd;
   s.dev = st.st_dev;

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 namespace knock::capture {
@@ -62,7 +63,14 @@ class LogFollower {
   };
   void watch_directory();
   void drain_inotify();
+  // Opens the file at the name. A file a user other than root (or this process's user) could
+  // write is refused: an exception while the follower is being built, an error logged once
+  // (and the file not read) after a rotation.
   bool open_current(bool at_end);
+  // Why the daemon must not trust the log file st describes ("" when it may).
+  static std::string untrusted(const struct stat& st);
+  // A warning when users other than root (or the log file's group) can create files in its folder.
+  void warn_about_directory() const;
   // Reads s up to EOF or the budget; returns false when the budget ran out.
   bool read_stream(Stream& s, const LineCallback& callback, std::size_t& budget);
   void close_stream(Stream& s);
@@ -78,6 +86,8 @@ class LogFollower {
   double retired_until_ = 0;
   double last_check_ = 0;
   bool pending_ = false;
+  bool starting_ = true;   // in the constructor: an untrusted log file is an exception
+  bool refused_ = false;   // an untrusted file at the name was reported
   bool warned_ = false;
   std::vector<char> buffer_;
   Stats stats_;

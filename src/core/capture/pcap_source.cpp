@@ -1,6 +1,11 @@
 #include "capture/pcap_source.hpp"
 
+#include <fcntl.h>
 #include <pcap/pcap.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
 
 #include <exception>
 
@@ -115,6 +120,14 @@ LivePcapSource::LivePcapSource(const std::string& interface, const std::string& 
     throw RuntimeError("cannot capture on " + interface + ": " + msg);
   }
   if (rc > 0) log::warning("capture on " + interface + ": " + pcap_statustostr(rc) + " " + pcap_geterr(p));
+  // libpcap opens its packet socket without SOCK_CLOEXEC: every command the daemon starts
+  // would inherit a raw socket on the interface.
+  const int fd = pcap_get_selectable_fd(p);
+  if (fd >= 0) {
+    const int flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) != 0)
+      throw RuntimeError("cannot capture on " + interface + ": fcntl FD_CLOEXEC: " + errno_message(errno));
+  }
   check_link(p, "interface " + interface);
   dlt_ = pcap_datalink(p);
   set_bpf_filter(p, bpf_filter);
@@ -142,8 +155,20 @@ CaptureStats LivePcapSource::stats() {
 OfflinePcapSource::OfflinePcapSource(const std::string& path, const std::string& bpf_filter)
     : path_(path) {
   char errbuf[PCAP_ERRBUF_SIZE] = {0};
-  handle_.reset(pcap_open_offline(path.c_str(), errbuf));
-  if (!handle_) throw RuntimeError("cannot read capture " + path + ": " + errbuf);
+  // pcap_open_offline() would fopen() the file without "e": opened here close-on-exec instead.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw RuntimeError("cannot read capture " + path + ": " + errno_message(errno));
+  FILE* file = ::fdopen(fd, "rb");
+  if (file == nullptr) {
+    const int saved = errno;
+    ::close(fd);
+    throw RuntimeError("cannot read capture " + path + ": " + errno_message(saved));
+  }
+  handle_.reset(pcap_fopen_offline(file, errbuf));  // owns `file` once it succeeds
+  if (!handle_) {
+    std::fclose(file);
+    throw RuntimeError("cannot read capture " + path + ": " + errbuf);
+  }
   check_link(handle_.get(), "capture " + path);
   dlt_ = pcap_datalink(handle_.get());
   set_bpf_filter(handle_.get(), bpf_filter);

@@ -161,6 +161,10 @@ ClientPlan make_plan(const cli::ParsedArgs& args, const config::Value* root,
     key = codec::SettingText{std::string(bytes.begin(), bytes.end()), kf->where};
   } else {
     key = src.get("key");
+    // A key in a config file every user can read is no secret: refused, as sshd refuses a
+    // readable private key.
+    if (key && root != nullptr && root->find("key") != nullptr)
+      check_secret_not_readable_by_others(key->where.file, key->where);
   }
   std::optional<codec::SettingText> proto = src.get("proto");
   const bool spa = proto && (proto->text == "spa" || proto->text == "SPA");

@@ -4,12 +4,13 @@
 // of those passes is reproduced by hand with the same leftmost/greedy/lazy outcome, in linear
 // time. Where Config::General silently loses data or accepts a mismatched end tag, we are
 // stricter and report an error (see tests/data/config/bad).
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
@@ -142,20 +143,31 @@ void Reader::read_path(const std::string& path, const Location& from, int depth)
   if (st.st_size > 0 && static_cast<unsigned long long>(st.st_size) > limits_.max_file_bytes)
     throw ConfigError(from.file.empty() ? Location{path, 0} : from,
                       "'" + path + "' is larger than " + std::to_string(limits_.max_file_bytes) + " bytes");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  if (limits_.check_file) limits_.check_file(path, from.file.empty() ? Location{path, 0} : from);
+  // A descriptor, not an ifstream: O_CLOEXEC, so a command started meanwhile never inherits it.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     const int e = errno;
     throw ConfigError(from.file.empty() ? Location{path, 0} : from, "cannot open '" + path + "': " + errno_message(e));
   }
   std::string text;
   char buffer[65536];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    text.append(buffer, static_cast<std::size_t>(in.gcount()));
-    if (text.size() > limits_.max_file_bytes)
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      throw ConfigError(from.file.empty() ? Location{path, 0} : from, "cannot read '" + path + "'");
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<std::size_t>(n));
+    if (text.size() > limits_.max_file_bytes) {
+      ::close(fd);
       throw ConfigError(from.file.empty() ? Location{path, 0} : from,
                         "'" + path + "' is larger than " + std::to_string(limits_.max_file_bytes) + " bytes");
+    }
   }
-  if (in.bad()) throw ConfigError(from.file.empty() ? Location{path, 0} : from, "cannot read '" + path + "'");
+  ::close(fd);
   loaded_.push_back(canon);
   stack_.push_back(canon);
   read(text, path, dir_of(path), depth);

@@ -5,6 +5,7 @@
 //   - a key given once holds a String, given several times an Array of the values in order;
 //   - <name x> ... </name> becomes member "name" -> Object { "x" -> Object {...} };
 //   - an unnamed block given several times becomes an Array of Objects.
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,6 +71,10 @@ struct ParseLimits {
   int max_depth = 64;            // nested blocks
   int max_include_depth = 16;    // nested <<include>>
   std::size_t max_total_lines = 1'000'000;
+  // Called with each file's path before it is opened (the main file with where = {path, 0},
+  // an <<include>> with the line that includes it); throws to refuse the file. The daemon
+  // checks owner and mode here (check_config_file in util/files.hpp).
+  std::function<void(const std::string& path, const Location& where)> check_file;
 };
 
 // Parses a Config::General file (following <<include>> relative to the including file).

@@ -106,9 +106,12 @@ class Daemon {
 
   // Reads and validates everything; throws ConfigError.
   std::unique_ptr<Generation> load(bool initial = true) const {
-    check_not_writable_by_others(conf_path_, Location{conf_path_, 0});
     auto g = std::make_unique<Generation>();
-    g->root = config::parse_file(conf_path_);
+    // The main file, every <<include>>, and the folders holding them: nobody but root may be
+    // able to change what the daemon runs as root.
+    config::ParseLimits limits;
+    limits.check_file = check_config_file;
+    g->root = config::parse_file(conf_path_, limits);
     g->settings = load_settings(g->root);
     rules::EngineOptions options;
     options.test_mode = test_mode_;
@@ -123,6 +126,9 @@ class Daemon {
       if (const passwd* pw = ::getpwnam(g->settings.user->c_str())) options.cache_owner = static_cast<long>(pw->pw_uid);
     }
     g->engine = std::make_unique<rules::Engine>(g->root, options);
+    // libnftables opens its netlink socket without SOCK_CLOEXEC (in nft_ctx_new, while the
+    // engine is built): no command may inherit it.
+    mark_all_close_on_exec();
     if (auto wait = g->root.scalar("stopwait")) {
       auto seconds = rules::parse_delay(*wait, 3600);
       if (!seconds)
@@ -385,6 +391,7 @@ class Daemon {
 
 int main(int argc, const char* const* argv) {
   log::set_program("knockdaemon");
+  mark_all_close_on_exec();
   try {
     const cli::ParsedArgs args = cli::parse(argc, argv, kOptions);
     if (!args.positional.empty()) throw ConfigError("unexpected argument '" + args.positional.front() + "' (try -h)");

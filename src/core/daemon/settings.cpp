@@ -126,6 +126,11 @@ Settings load_settings(const config::Value& root) {
     if (!s.logformat) throw ConfigError(root.where_of("runmode"), "runmode = file needs uselogformat = NAME");
   }
 
+  // A key in a file every user can read is no secret (sshd refuses such a private key too).
+  if (root.find("key") != nullptr) {
+    const Location at = root.where_of("key");
+    check_secret_not_readable_by_others(at.file, at);
+  }
   codec::CodecSettings codec = codec::codec_settings_from_config(root);
   if (auto keyfile = root.scalar("keyfile")) {
     if (root.find("key") != nullptr)

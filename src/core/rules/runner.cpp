@@ -16,7 +16,14 @@
 #include "util/error.hpp"
 #include "util/log.hpp"
 
-extern char** environ;
+// Commands start with this fixed environment, never the daemon's (which may carry whatever
+// the shell or service manager that started it had: LD_PRELOAD, IFS, proxies, secrets).
+// doc/knockdaemon.1, ENVIRONMENT.
+static const char* const kCommandEnv[] = {
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG=C",
+    nullptr,
+};
 
 namespace knock::rules {
 
@@ -152,7 +159,7 @@ void ShellRunner::start(const Command& command) noexcept {
   }
   argv.push_back(nullptr);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), environ);
+  int rc = posix_spawn(&pid, program.c_str(), &actions, &attr, argv.data(), const_cast<char* const*>(kCommandEnv));
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(pipefd[1]);

@@ -12,10 +12,27 @@ namespace knock {
 // (the caller reports it its own way).
 void check_not_writable_by_others(const std::string& path, const Location& where);
 
+// A configuration file the daemon trusts (the main config and each <<include>>): the file and
+// the folder holding it pass check_not_writable_by_others, so nobody but root (or the user the
+// program runs as) can change or replace what it reads.
+void check_config_file(const std::string& path, const Location& where);
+
+// Refuses (ConfigError at `where`) a file holding a secret (a `key =` line, a key file) that
+// every user can read (mode o+r), as sshd refuses a readable private key. A file the group can
+// read is accepted: that is how a daemon that drops root (`user`) still reads its config.
+// A missing file passes.
+void check_secret_not_readable_by_others(const std::string& path, const Location& where);
+
 // Reads a key file: its first line, without the line end. Opened without following a link;
-// refused when other users can write it or when it is not a regular file of at most 4 KiB;
-// a warning when other users can read it.
+// refused when other users can write it, when every user can read it (o+r), or when it is not
+// a regular file of at most 4 KiB.
 SecureBytes read_key_file(const std::string& path, const Location& where);
+
+// Marks every descriptor above 2 close-on-exec, so that none reaches the commands the daemon
+// starts: those it inherited (a pipe of the shell or service manager that started it) and
+// those a library opened without O_CLOEXEC (libnftables' netlink socket, opened by
+// nft_ctx_new). The daemon calls it first thing and after building each configuration.
+void mark_all_close_on_exec();
 
 // The first line of text (without "\n" or "\r\n"); text is wiped.
 SecureBytes first_line_of(std::string& text);
