@@ -978,3 +978,68 @@ TEST(Attack, SecondInstanceOrphansTheRunningDaemonsJournal) {
   EXPECT_TRUE(found) << "198.18.0.2's close was lost (" << after.engine->pending().size() << " pending)";
   std::filesystem::remove_all(dir);
 }
+
+// Finding 8: a close that runs and FAILS (exit status != 0) is "finished" like one that worked:
+// D is journaled and it is never tried again. The shipped iptables_close has no -w: with
+// iptables-legacy, any other tool holding the xtables lock at that moment (fail2ban, docker,
+// a cron'd iptables-save) makes it exit 4 and the door stays open for good.
+TEST(Attack, FailedCloseIsRetried) {
+  auto dir = temp_dir("attack_failedclose");
+  const std::string unlocked = (dir / "unlocked").string(), marker = (dir / "closed").string();
+  const std::string conf = R"C(
+<actions>
+  <action close>
+    condition = PORT == 22
+    template  = close
+    delay     = 1m
+  </action>
+</actions>
+<template close>
+  system = "test -e )C" + unlocked + " || exit 4; touch " + marker + R"C("
+</template>
+)C";
+  ShellRunner runner;
+  ManualClock clock;
+  clock.set(kT0);
+  EngineOptions o;
+  o.runner = &runner;
+  o.clock = &clock;
+  auto root = config::parse_string(conf, "failedclose.conf");
+  Engine engine(root, o);
+  ASSERT_TRUE(engine.handle(kn(kT0)));
+  clock.set(kT0 + 61);
+  engine.run_due();  // "the xtables lock is held": exit 4
+  ASSERT_TRUE(engine.wait_for_commands(5));
+  std::ofstream(unlocked) << "";  // the lock is free again
+  for (int i = 0; i < 200 && !std::filesystem::exists(marker); ++i) {
+    clock.set(kT0 + 62 + i * 18);
+    engine.run_due();
+    engine.wait_for_commands(0.05);
+    engine.tick();
+  }
+  EXPECT_TRUE(std::filesystem::exists(marker)) << "the failed close was dropped (pending: " << engine.pending().size()
+                                               << ")";
+  std::filesystem::remove_all(dir);
+}
+
+// Finding 9: a snapshot that fails after the old journal was let go (rename of the new journal
+// or the directory fsync failed) leaves the writer without a journal, and nothing retries: every
+// later knock is refused until a SIGHUP or a restart, even after the cause is gone (DoS).
+TEST(Attack, JournalLostBySnapshotFailureComesBack) {
+  auto dir = temp_dir("attack_nojournal");
+  Rig rig(cache_conf(dir));
+  ASSERT_TRUE(rig.handle(kn(kT0)));
+  const auto jpath = dir / "state.cache.journal";
+  std::filesystem::remove(jpath);
+  std::filesystem::create_directory(jpath);  // rename(new journal, PATH.journal) fails: EISDIR
+  EXPECT_FALSE(rig.engine->save());
+  std::filesystem::remove(jpath);  // the cause is gone
+  bool accepted = false;
+  for (int i = 0; i < 120 && !accepted; ++i) {  // two minutes of the daemon's loop
+    rig.clock.set(kT0 + 1 + i);
+    rig.engine->tick();
+    accepted = rig.handle(kn(kT0 + 1 + i, kIpB));
+  }
+  EXPECT_TRUE(accepted) << "every knock is refused until SIGHUP or a restart";
+  std::filesystem::remove_all(dir);
+}
