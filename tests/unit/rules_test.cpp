@@ -781,3 +781,265 @@ TEST(Engine, NftTemplatesRunInProcessInOrder) {
   EXPECT_EQ(out.str(), "would run: nft add element inet portknock allowed { 198.18.0.1 . 22 }\n");
   EXPECT_TRUE(dry.runner.commands.empty());
 }
+
+// ---------------------------------------------------------------- review: attacks
+// Each of these FAILS where the review found a way to break "a close is never lost and never
+// refused; when the daemon cannot guarantee the close, it does not open".
+#include <sys/wait.h>
+
+namespace {
+std::string cache_conf(const std::filesystem::path& dir, const std::string& extra = "") {
+  return "statecache = " + (dir / "state.cache").string() + "\nusecache = yes\n" + extra + kOpenClose;
+}
+}  // namespace
+
+// Finding 1: the admin lowers maxpending (or a reload lowered it: take_over keeps the larger
+// table, save() writes it all) and the daemon restarts: the cache holds more closes than the new
+// maxpending, load_cache calls that "corrupt" and the daemon refuses to start, so the closes that
+// were promised never run. With -fresh they are thrown away.
+TEST(Attack, SmallerMaxpendingAtRestartKeepsPromisedCloses) {
+  auto dir = temp_dir("attack_maxpending");
+  {
+    Rig rig(cache_conf(dir, "maxpending = 3\n"));
+    for (std::uint32_t i = 0; i < 3; ++i) ASSERT_TRUE(rig.handle(kn(kT0 + i, kIpA + i)));
+  }
+  std::unique_ptr<Rig> after;
+  try {
+    after = std::make_unique<Rig>(cache_conf(dir, "maxpending = 2\n"), EngineOptions{}, kT0 + 100);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "restart refused, 3 promised closes will never run: " << e.what();
+  }
+  if (after) {
+    EXPECT_EQ(after->engine->pending().size(), 3u);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+// Finding 2: the disk is full (or the cache's file system is read-only) when the daemon restarts
+// after a crash: the start-up snapshot fails and the engine refuses to start, so the overdue
+// closes in the journal never run. Fail closed should refuse knocks, not refuse to close.
+TEST(Attack, DiskFullAtRestartStillRunsOverdueCloses) {
+  auto dir = temp_dir("attack_diskfull");
+  {
+    Rig rig(cache_conf(dir));
+    ASSERT_TRUE(rig.handle(kn(kT0)));
+    rig.engine.release();  // kill -9 (leaks on purpose)
+  }
+  struct rlimit old {};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit tight = old;
+  tight.rlim_cur = 0;  // every write fails with EFBIG, as on a full disk
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &tight), 0);
+  std::unique_ptr<Rig> after;
+  std::string error;
+  try {
+    after = std::make_unique<Rig>(cache_conf(dir), EngineOptions{}, kT0 + 100);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+  ASSERT_TRUE(after) << "restart refused with the disk full; the overdue close never runs: " << error;
+  after->run_due(kT0 + 100);
+  ASSERT_EQ(after->runner.commands.size(), 1u);
+  EXPECT_EQ(after->runner.commands[0].text, "/sbin/iptables -D INPUT -s 198.18.0.1 -j ACCEPT");
+  std::filesystem::remove_all(dir);
+}
+
+// Finding 3: journal records keep the close's WALL due time (knock time + delay), and a restart
+// trusts it. A wall clock that was a year ahead at the knock (bad RTC, wrong `date -s`, spoofed
+// NTP) and is corrected before a crash and restart on the same boot postpones a 1-minute close
+// by a year. (In memory the monotonic clock is right; only the journal replay is wrong.)
+TEST(Attack, ClockStepBackThenCrashPostponesCloseByTheStep) {
+  auto dir = temp_dir("attack_clockstep");
+  const double ahead = 365.0 * 86400;
+  {
+    Rig rig(cache_conf(dir));
+    rig.clock.wall_now = kT0 + ahead;  // the wall clock is a year ahead (mono stays at kT0)
+    ASSERT_TRUE(rig.engine->handle(kn(kT0 + ahead)));
+    rig.engine.release();  // NTP steps the clock back; then a crash (kill -9)
+  }
+  Rig after(cache_conf(dir), {}, kT0 + 10);  // wall corrected; same boot, 10 s later (mono kT0 + 10)
+  auto due = after.engine->next_due();
+  ASSERT_TRUE(due);
+  EXPECT_LE(*due, 60.0) << "a 1-minute close now waits " << *due / 86400 << " days";
+  std::filesystem::remove_all(dir);
+}
+
+// Finding 4: a due close whose start fails before posix_spawn (pipe2 EMFILE/ENFILE, or out of
+// memory in run()) is neither run nor reported: it stays "started" for the daemon's lifetime
+// (restart_started() is never called, a reload keeps it started), so the door stays open until
+// the next restart. The real ShellRunner; RecordingRunner hides this.
+TEST(Attack, CloseThatFailedToStartIsRetried) {
+  auto dir = temp_dir("attack_emfile");
+  const std::string marker = (dir / "closed").string();
+  const std::string conf = R"C(
+<actions>
+  <action open>
+    condition = PORT == 22
+    template  = open
+  </action>
+  <action close>
+    condition = PORT == 22
+    template  = close
+    delay     = 1m
+  </action>
+</actions>
+<template open>
+  system = "/bin/true"
+</template>
+<template close>
+  system = "/usr/bin/touch )C" + marker + R"C("
+</template>
+)C";
+  ShellRunner runner;
+  ManualClock clock;
+  clock.set(kT0);
+  EngineOptions o;
+  o.runner = &runner;
+  o.clock = &clock;
+  auto root = config::parse_string(conf, "emfile.conf");
+  Engine engine(root, o);
+  ASSERT_TRUE(engine.handle(kn(kT0)));
+  ASSERT_TRUE(engine.wait_for_commands(5));
+  // No descriptor left when the close falls due (EMFILE: a busy daemon, a leak, a flood).
+  const int lowest = dup(0);
+  ASSERT_GE(lowest, 0);
+  close(lowest);
+  struct rlimit old {};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  struct rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(lowest);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  clock.set(kT0 + 61);
+  engine.run_due();
+  setrlimit(RLIMIT_NOFILE, &old);
+  // Descriptors are back; the loop keeps going for a while (an hour of daemon time).
+  for (int i = 0; i < 200 && !std::filesystem::exists(marker); ++i) {
+    clock.set(kT0 + 62 + i * 18);
+    engine.run_due();
+    engine.wait_for_commands(0.01);
+    engine.tick();
+  }
+  EXPECT_TRUE(std::filesystem::exists(marker)) << "the close never ran; still pending: " << engine.pending().size()
+                                               << ", next_due set: " << engine.next_due().has_value();
+  std::filesystem::remove_all(dir);
+}
+
+// Finding 5: posix_spawn failing for a transient reason (EAGAIN: RLIMIT_NPROC / pid_max / cgroup
+// pids.max; ENOMEM) is taken as "nothing will ever make this command start": the close is
+// reported completed, the engine writes D, and it is never run, not even after a restart.
+TEST(Attack, TransientSpawnFailureIsNotReportedDone) {
+  auto dir = temp_dir("attack_eagain");
+  chmod(dir.c_str(), 0777);
+  const std::string marker = (dir / "closed").string();
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    struct rlimit none {0, 0};
+    if (setrlimit(RLIMIT_NPROC, &none) != 0) _exit(3);
+    if (getuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(3);  // root ignores NPROC
+    ShellRunner runner;
+    runner.run({"/usr/bin/touch " + marker, "action close, template close (delayed)", false, 7});
+    runner.wait_idle(1);
+    auto done = runner.take_completed();
+    const bool reported = std::find(done.begin(), done.end(), 7u) != done.end();
+    // finished() is empty only when the command never started (posix_spawn failed).
+    _exit(reported && runner.finished().empty() && !std::filesystem::exists(marker) ? 1 : 0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_NE(WEXITSTATUS(status), 3) << "could not set up RLIMIT_NPROC";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "a close that never ran (fork: EAGAIN) was reported done: D is "
+                                       "journaled and the close is lost for good";
+  std::filesystem::remove_all(dir);
+}
+
+// Finding 6: nothing stops two processes from using one statecache (no lock): a second
+// knockdaemon (e.g. `knockdaemon -pcap capture -conf /etc/...` to try a config, or a
+// double start) loads it and snapshots at start, renaming a new journal over the journal the
+// running daemon still appends to. The running daemon's later closes go to an unlinked file: a
+// crash loses them.
+TEST(Attack, SecondInstanceOrphansTheRunningDaemonsJournal) {
+  auto dir = temp_dir("attack_twoinstances");
+  {
+    Rig live(cache_conf(dir));
+    ASSERT_TRUE(live.handle(kn(kT0)));
+    Rig second(cache_conf(dir), {}, kT0 + 1);   // starts, loads, snapshots, exits (crash-like)
+    second.engine.release();
+    ASSERT_TRUE(live.handle(kn(kT0 + 2, kIpB)));  // journaled... into the unlinked journal
+    live.engine.release();                        // kill -9
+  }
+  Rig after(cache_conf(dir), {}, kT0 + 10);
+  bool found = false;
+  for (const auto& p : after.engine->pending()) found = found || p.command.find("198.18.0.2") != std::string::npos;
+  EXPECT_TRUE(found) << "198.18.0.2's close was lost (" << after.engine->pending().size() << " pending)";
+  std::filesystem::remove_all(dir);
+}
+
+// Finding 8: a close that runs and FAILS (exit status != 0) is "finished" like one that worked:
+// D is journaled and it is never tried again. The shipped iptables_close has no -w: with
+// iptables-legacy, any other tool holding the xtables lock at that moment (fail2ban, docker,
+// a cron'd iptables-save) makes it exit 4 and the door stays open for good.
+TEST(Attack, FailedCloseIsRetried) {
+  auto dir = temp_dir("attack_failedclose");
+  const std::string unlocked = (dir / "unlocked").string(), marker = (dir / "closed").string();
+  const std::string conf = R"C(
+<actions>
+  <action close>
+    condition = PORT == 22
+    template  = close
+    delay     = 1m
+  </action>
+</actions>
+<template close>
+  system = "test -e )C" + unlocked + " || exit 4; touch " + marker + R"C("
+</template>
+)C";
+  ShellRunner runner;
+  ManualClock clock;
+  clock.set(kT0);
+  EngineOptions o;
+  o.runner = &runner;
+  o.clock = &clock;
+  auto root = config::parse_string(conf, "failedclose.conf");
+  Engine engine(root, o);
+  ASSERT_TRUE(engine.handle(kn(kT0)));
+  clock.set(kT0 + 61);
+  engine.run_due();  // "the xtables lock is held": exit 4
+  ASSERT_TRUE(engine.wait_for_commands(5));
+  std::ofstream(unlocked) << "";  // the lock is free again
+  for (int i = 0; i < 200 && !std::filesystem::exists(marker); ++i) {
+    clock.set(kT0 + 62 + i * 18);
+    engine.run_due();
+    engine.wait_for_commands(0.05);
+    engine.tick();
+  }
+  EXPECT_TRUE(std::filesystem::exists(marker)) << "the failed close was dropped (pending: " << engine.pending().size()
+                                               << ")";
+  std::filesystem::remove_all(dir);
+}
+
+// Finding 9: a snapshot that fails after the old journal was let go (rename of the new journal
+// or the directory fsync failed) leaves the writer without a journal, and nothing retries: every
+// later knock is refused until a SIGHUP or a restart, even after the cause is gone (DoS).
+TEST(Attack, JournalLostBySnapshotFailureComesBack) {
+  auto dir = temp_dir("attack_nojournal");
+  Rig rig(cache_conf(dir));
+  ASSERT_TRUE(rig.handle(kn(kT0)));
+  const auto jpath = dir / "state.cache.journal";
+  std::filesystem::remove(jpath);
+  std::filesystem::create_directory(jpath);  // rename(new journal, PATH.journal) fails: EISDIR
+  EXPECT_FALSE(rig.engine->save());
+  std::filesystem::remove(jpath);  // the cause is gone
+  bool accepted = false;
+  for (int i = 0; i < 120 && !accepted; ++i) {  // two minutes of the daemon's loop
+    rig.clock.set(kT0 + 1 + i);
+    rig.engine->tick();
+    accepted = rig.handle(kn(kT0 + 1 + i, kIpB));
+  }
+  EXPECT_TRUE(accepted) << "every knock is refused until SIGHUP or a restart";
+  std::filesystem::remove_all(dir);
+}

@@ -316,3 +316,29 @@ TEST(StateCache, JournalSurvivesSigkillMidStream) {
   }
   std::filesystem::remove_all(dir);
 }
+
+// Review finding 7 (fails): what the daemon may write, it cannot read back. maxpending accepts
+// up to 1,000,000, and every accepted close is written to the snapshot; a snapshot (or journal)
+// over kMaxCacheBytes (64 MiB) is "corrupt" at the next start: the daemon refuses to start, so
+// none of the closes runs (-fresh throws them all away). 600,000 ordinary iptables closes are
+// enough (about 110 bytes each).
+TEST(CacheAttack, EverythingMaxpendingAllowsCanBeLoadedBack) {
+  auto dir = temp_dir("attack_64mib");
+  const std::string path = (dir / "state.cache").string();
+  std::vector<PendingCommand> pending;
+  const std::size_t n = 600'000;
+  pending.reserve(n);
+  for (std::size_t i = 0; i < n; ++i)
+    pending.push_back({1709632800.0 + 3600, "/usr/sbin/iptables -D INPUT -p tcp -s 198.18." + std::to_string(i / 65536) +
+                                                "." + std::to_string(i % 256) + "/32 -d 0/0 --dport 22 --syn -j ACCEPT",
+                       "action close, template iptables_close", false, i + 1});
+  ASSERT_EQ(save_cache(path, StateTree(), pending, 0), std::nullopt);
+  try {
+    auto loaded = load_cache(path, {}, 1'000'000);
+    ASSERT_TRUE(loaded);
+    EXPECT_EQ(loaded->pending.size(), n);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "a cache the daemon wrote within its limits is refused at start: " << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
