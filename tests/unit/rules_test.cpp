@@ -69,6 +69,11 @@ struct Rig {
     handle(e);
     return runner.commands.size() - before;
   }
+  // What kill -9 leaves: no destructor, no snapshot, the cache's lock released (leaks on purpose).
+  void crash() {
+    engine->abandon_cache();
+    engine.release();
+  }
   // Both clocks at t; the delayed commands due by then run (and are reported done).
   void run_due(double t) {
     clock.set(t);
@@ -636,7 +641,7 @@ TEST(Engine, JournalBringsBackClosesAfterACrash) {
     rig.engine->run_due();  // the first two fall due and start...
     rig.runner.completed.resize(1);  // ...only the first finishes before the "crash"
     rig.engine->reap();
-    rig.engine.release();  // no destructor, no snapshot: what a kill -9 leaves (leaks on purpose)
+    rig.crash();
   }
   Rig after(conf, {}, kT0 + 100);
   ASSERT_EQ(after.engine->pending().size(), 4u);  // the started-but-unfinished one included
@@ -678,12 +683,12 @@ TEST(Engine, PersistentStateAndPendingSurviveRestart) {
   ASSERT_EQ(stat((dir / "state.cache").c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   {
-    Rig rig(conf);  // restarted
+    Rig rig(conf, {}, kT0 + 60);  // restarted right after the second knock
     EXPECT_EQ(rig.engine->state().get({"198.18.0.1", "visits", "num"}).str(), "1");
     ASSERT_EQ(rig.engine->pending().size(), 2u);
     EXPECT_EQ(rig.engine->pending()[0].due, kT0 + 600);
     EXPECT_EQ(rig.engine->pending_descriptions(true).at(0),
-              "due 2024-03-05 10:10:00 (in 600s): action close, template t: /bin/true 198.18.0.1");
+              "due 2024-03-05 10:10:00 (in 540s): action close, template t: /bin/true 198.18.0.1");
     rig.run_due(kT0 + 630);  // the first is overdue: it runs at once
     ASSERT_EQ(rig.runner.commands.size(), 1u);
     EXPECT_EQ(rig.runner.commands[0].text, "/bin/true 198.18.0.1");
@@ -823,7 +828,7 @@ TEST(Attack, DiskFullAtRestartStillRunsOverdueCloses) {
   {
     Rig rig(cache_conf(dir));
     ASSERT_TRUE(rig.handle(kn(kT0)));
-    rig.engine.release();  // kill -9 (leaks on purpose)
+    rig.crash();  // kill -9
   }
   struct rlimit old {};
   ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
@@ -858,7 +863,7 @@ TEST(Attack, ClockStepBackThenCrashPostponesCloseByTheStep) {
     Rig rig(cache_conf(dir));
     rig.clock.wall_now = kT0 + ahead;  // the wall clock is a year ahead (mono stays at kT0)
     ASSERT_TRUE(rig.engine->handle(kn(kT0 + ahead)));
-    rig.engine.release();  // NTP steps the clock back; then a crash (kill -9)
+    rig.crash();  // NTP steps the clock back; then a crash (kill -9)
   }
   Rig after(cache_conf(dir), {}, kT0 + 10);  // wall corrected; same boot, 10 s later (mono kT0 + 10)
   auto due = after.engine->next_due();
@@ -967,10 +972,10 @@ TEST(Attack, SecondInstanceOrphansTheRunningDaemonsJournal) {
   {
     Rig live(cache_conf(dir));
     ASSERT_TRUE(live.handle(kn(kT0)));
-    Rig second(cache_conf(dir), {}, kT0 + 1);   // starts, loads, snapshots, exits (crash-like)
-    second.engine.release();
-    ASSERT_TRUE(live.handle(kn(kT0 + 2, kIpB)));  // journaled... into the unlinked journal
-    live.engine.release();                        // kill -9
+    // The second instance is refused at start (the cache is locked), so it replaces nothing.
+    EXPECT_THROW(Rig(cache_conf(dir), {}, kT0 + 1), RuntimeError);
+    ASSERT_TRUE(live.handle(kn(kT0 + 2, kIpB)));  // journaled into the live journal
+    live.crash();                                 // kill -9
   }
   Rig after(cache_conf(dir), {}, kT0 + 10);
   bool found = false;

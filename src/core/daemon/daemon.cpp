@@ -349,10 +349,16 @@ class Daemon {
     }
     // Commands already started get stopwait to finish; whatever is still running or waiting
     // stays recorded as pending and runs again at the next start (at least once).
-    if (!current_->engine->wait_for_commands(current_->stop_wait))
+    // Then they are stopped, so that no open outlives the daemon to finish after the close a
+    // restart runs: a close killed here stays pending and runs again at the next start.
+    if (!current_->engine->wait_for_commands(current_->stop_wait)) {
       log::warning("stopping with commands still running or queued after " +
                    std::to_string(static_cast<int>(current_->stop_wait)) +
-                   "s; they stay pending in the state cache and run again at the next start");
+                   "s: killing them; the pending closes among them stay pending in the state cache and run "
+                   "again at the next start");
+      if (runner_) runner_->kill_all();
+      current_->engine->reap();
+    }
     current_->engine->save();
     close(signal_fd);
     log::info("stopped");

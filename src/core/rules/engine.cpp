@@ -395,9 +395,12 @@ void Engine::load_cache_settings(const config::Value& root) {
   if (options_.test_mode) return;
   cache_ = std::make_unique<CacheWriter>(cache_path_);
   if (!options_.load_cache) return;
+  // One daemon per cache: a second one would replace the journal the first still appends to.
+  if (auto err = cache_->lock()) throw RuntimeError(*err);
   std::optional<CacheContents> contents;
   try {
-    contents = load_cache(cache_path_, options_.state_limits, options_.max_pending, options_.cache_owner);
+    // Every close the cache holds is loaded, whatever maxpending says now: they were promised.
+    contents = load_cache(cache_path_, options_.state_limits, std::size_t{10'000'000}, options_.cache_owner);
   } catch (const CorruptCacheError& e) {
     if (!options_.fresh)
       throw RuntimeError(std::string(e.what()) +
@@ -414,18 +417,26 @@ void Engine::load_cache_settings(const config::Value& root) {
       log::warning("state cache " + cache_path_ + ": " + std::to_string(counts.bad + counts.refused) +
                    " replay records not loaded (damaged, or more than spareplaycache)");
     // Saved due times are wall-clock times: map them back; a close overdue at start runs at once.
+    // A wall clock that was ahead when they were saved must not postpone them: none is due later
+    // than the longest delay of this configuration from now.
+    double longest = 0;
+    for (const Action& a : actions_) longest = std::max(longest, a.delay);
+    scheduler_.set_capacity(std::max(options_.max_pending, contents->pending.size()));
     for (auto& p : contents->pending) {
-      const double due_mono = mono + std::max(0.0, p.due - wall);
-      if (scheduler_.add(std::move(p), due_mono) == 0)
-        throw RuntimeError("state cache " + cache_path_ + " holds more pending commands than maxpending allows");
+      const double due_mono = mono + std::clamp(p.due - wall, 0.0, longest);
+      scheduler_.add(std::move(p), due_mono);
     }
     log::info("state cache " + cache_path_ + ": " + std::to_string(state_.size()) + " keys, " +
               std::to_string(scheduler_.size()) + " pending commands (" + std::to_string(contents->journal_records) +
               " journal records)");
   }
-  // A daemon that cannot record a close must not open anything: refuse to start.
-  if (auto err = cache_->snapshot(state_, scheduler_.pending(wall, mono), replay_.save()))
-    throw RuntimeError("state cache cannot be written: " + *err);
+  // A cache that cannot be written refuses knocks (nothing opens without its close recorded),
+  // but the daemon starts all the same: the closes it loaded must run. tick() tries again.
+  if (auto err = cache_->snapshot(state_, scheduler_.pending(wall, mono), replay_.save())) {
+    log::error("state cache cannot be written: " + *err + "; knocks are refused until it can");
+    snapshot_failures_ = 1;
+    next_snapshot_try_ = mono + 1;
+  }
 }
 
 // ---------------------------------------------------------------- running
@@ -434,11 +445,16 @@ bool Engine::save() noexcept {
   if (!cache_) return true;
   try {
     replay_.expire(static_cast<std::int64_t>(clock_->wall()));
-    if (auto err = cache_->snapshot(state_, scheduler_.pending(clock_->wall(), clock_->mono()), replay_.save())) {
-      log::error("state cache not saved: " + *err);
+    const double mono = clock_->mono();
+    if (auto err = cache_->snapshot(state_, scheduler_.pending(clock_->wall(), mono), replay_.save())) {
+      ++snapshot_failures_;
+      next_snapshot_try_ = mono + std::min(60.0, std::pow(2.0, std::min(snapshot_failures_, 6)));
+      log::error("state cache not saved: " + *err + (cache_->ready() ? "" : "; knocks are refused until it is"));
       return false;
     }
-    last_sync_ = clock_->mono();
+    if (snapshot_failures_ != 0) log::info("state cache " + cache_path_ + " written again; knocks are accepted");
+    snapshot_failures_ = 0;
+    last_sync_ = mono;
     return true;
   } catch (const std::exception& e) {
     log::error(std::string("state cache not saved: ") + e.what());
@@ -599,6 +615,25 @@ void Engine::reap() noexcept {
     std::string records;
     for (std::uint64_t id : runner_->take_completed())
       if (scheduler_.finished(id)) records += done_record(id);
+    // A close that failed (iptables waiting for its lock, no process left, killed at exit) is
+    // tried again, 1, 2, 4 ... 60 s later, up to kCloseAttempts times; then given up, loudly.
+    const double mono = clock_->mono();
+    for (const auto& [id, status] : runner_->take_failed()) {
+      const int attempts = scheduler_.attempts(id);
+      if (attempts < 0) continue;
+      const std::string what = status < 0 ? "could not start" : "exited " + std::to_string(status);
+      if (attempts + 1 < kCloseAttempts) {
+        const double backoff = std::min(60.0, std::pow(2.0, attempts));
+        log::warning("pending response " + std::to_string(id) + " " + what + "; trying again in " +
+                     format_number(backoff, false) + "s (attempt " + std::to_string(attempts + 2) + " of " +
+                     std::to_string(kCloseAttempts) + ")");
+        scheduler_.retry(id, mono + backoff);
+      } else {
+        log::error("pending response " + std::to_string(id) + " " + what + " " + std::to_string(kCloseAttempts) +
+                   " times; giving up: the door it closes may still be open");
+        if (scheduler_.finished(id)) records += done_record(id);
+      }
+    }
     // A done record lost here only makes a restart run that close once more (at least once).
     record(records);
   } catch (const std::exception& e) {
@@ -618,8 +653,8 @@ void Engine::tick() noexcept {
     }
   }
   if (!cache_) return;
-  if (cache_->journal_bytes() > (1u << 20)) {
-    save();
+  if (snapshot_failures_ != 0 || cache_->journal_bytes() > (1u << 20)) {
+    if (snapshot_failures_ == 0 || mono >= next_snapshot_try_) save();
     return;
   }
   if (cache_->dirty() && mono - last_sync_ >= sync_interval_) {
@@ -633,7 +668,12 @@ double Engine::next_tick_in() const {
   const double mono = clock_->mono();
   if (state_expire_ > 0) in = std::min(in, last_expire_ + std::clamp(state_expire_ / 10, 1.0, 60.0) - mono);
   if (cache_ && cache_->dirty()) in = std::min(in, last_sync_ + sync_interval_ - mono);
+  if (cache_ && snapshot_failures_ != 0) in = std::min(in, next_snapshot_try_ - mono);
   return std::max(0.0, in);
+}
+
+void Engine::abandon_cache() noexcept {
+  if (cache_) cache_->abandon();
 }
 
 bool Engine::wait_for_commands(double timeout_seconds) noexcept {
@@ -659,6 +699,9 @@ std::vector<std::string> Engine::pending_descriptions(bool relative) const {
 }
 
 void Engine::take_over(Engine& old) {
+  // Switching caches on a reload would drop what the other file holds: that needs a restart.
+  if (use_cache_ != old.use_cache_ || cache_path_ != old.cache_path_)
+    throw RuntimeError("statecache and usecache cannot change on a reload; restart knockdaemon to change them");
   state_ = std::move(old.state_);
   old.state_.clear();
   scheduler_ = std::move(old.scheduler_);
@@ -669,7 +712,9 @@ void Engine::take_over(Engine& old) {
   }
   scheduler_.set_capacity(std::max(scheduler_.size(), options_.max_pending));
   old.scheduler_.clear();
-  if (old.cache_ && cache_ && old.cache_->path() == cache_->path()) cache_ = std::move(old.cache_);
+  if (old.cache_) cache_ = std::move(old.cache_);
+  snapshot_failures_ = old.snapshot_failures_;
+  next_snapshot_try_ = old.next_snapshot_try_;
   save();
 }
 

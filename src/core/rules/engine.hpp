@@ -109,6 +109,10 @@ class Engine {
   const std::string& cache_path() const { return cache_path_; }
   // Writes a snapshot of the cache now (when usecache); false and logged on failure.
   bool save() noexcept;
+  // Lets go of the cache files without saving: what a crash leaves (tests only).
+  void abandon_cache() noexcept;
+  // How often a failed pending response is tried before the engine gives up on it.
+  static constexpr int kCloseAttempts = 8;
   // SIGHUP: take the state, pending commands and open journal of the engine being replaced.
   void take_over(Engine& old);
   const Scheduler& scheduler() const { return scheduler_; }
@@ -178,6 +182,8 @@ class Engine {
   double last_expire_ = 0;     // monotonic
   std::uint64_t refused_ = 0;
   spa::ReplayCache replay_;
+  int snapshot_failures_ = 0;     // consecutive failed snapshots (retried by tick())
+  double next_snapshot_try_ = 0;  // monotonic
   std::unique_ptr<ShellRunner> own_runner_;
   CommandRunner* runner_ = nullptr;
 };

@@ -117,7 +117,12 @@ void ShellRunner::run_nft(const Command& command) noexcept {
     }
     if (finished_.size() >= 64) finished_.pop_front();
     finished_.push_back({"nft " + command.text, ok ? 0 : 1, error});
-    if (command.id != 0) completed_.push_back(command.id);
+    if (command.id != 0) {
+      if (ok)
+        completed_.push_back(command.id);
+      else
+        failed_.emplace_back(command.id, 1);
+    }
   } catch (...) {
     log::error("out of memory; not running an nft command");
   }
@@ -127,6 +132,7 @@ void ShellRunner::start(const Command& command) noexcept {
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) {
     log::error("cannot run " + command.origin + ": pipe: " + errno_message(errno));
+    if (command.id != 0) failed_.emplace_back(command.id, -1);
     return;
   }
   posix_spawn_file_actions_t actions;
@@ -142,7 +148,9 @@ void ShellRunner::start(const Command& command) noexcept {
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  // Each command leads a process group of its own: kill_all() can stop it with its children.
+  posix_spawnattr_setpgroup(&attr, 0);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
   // A plain command (words of safe characters, first word an absolute path) is started
   // directly: a shell would only add a fork and exec to the knock-to-open latency.
   std::vector<std::string> words = plain_command_words(command.text);
@@ -166,8 +174,7 @@ void ShellRunner::start(const Command& command) noexcept {
   if (rc != 0) {
     ::close(pipefd[0]);
     log::error("cannot run " + command.origin + ": " + errno_message(rc));
-    // Nothing will ever make this command start (no such program): it has run as far as it can.
-    if (command.id != 0) completed_.push_back(command.id);
+    if (command.id != 0) failed_.emplace_back(command.id, -1);
     return;
   }
   log::info("running " + command.origin + ": " + command.text);
@@ -233,7 +240,12 @@ void ShellRunner::finish(Child& child) noexcept {
   else
     log::warning(msg);
   try {
-    if (child.command.id != 0) completed_.push_back(child.command.id);
+    if (child.command.id != 0) {
+      if (child.status == 0)
+        completed_.push_back(child.command.id);
+      else
+        failed_.emplace_back(child.command.id, child.status);
+    }
     finished_.push_back({child.command.text, child.status, head});
     if (finished_.size() > 64) finished_.pop_front();
   } catch (...) {
@@ -269,6 +281,29 @@ void ShellRunner::reap() noexcept {
     if (next.id == 0) --queued_immediate_;
     start(next);
   }
+}
+
+void ShellRunner::kill_all() noexcept {
+  for (auto& c : children_) {
+    ::kill(-c.pid, SIGKILL);
+    ::kill(c.pid, SIGKILL);
+    log::warning(c.command.origin + ": '" + c.command.text + "' still running at exit: killed");
+  }
+  for (auto& c : children_) {
+    int status = 0;
+    while (::waitpid(c.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (c.err_fd >= 0) ::close(c.err_fd);
+    if (c.command.id != 0) {
+      try {
+        failed_.emplace_back(c.command.id, 128 + SIGKILL);
+      } catch (...) {
+      }
+    }
+  }
+  children_.clear();
+  queue_.clear();
+  queued_immediate_ = 0;
 }
 
 std::vector<int> ShellRunner::fds() const {

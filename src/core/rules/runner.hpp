@@ -34,8 +34,16 @@ class CommandRunner {
   virtual void reap() noexcept {}
   // Immediate commands that would still be accepted now.
   virtual std::size_t room() const noexcept { return static_cast<std::size_t>(-1); }
-  // Ids of the pending responses (Command::id) whose command finished since the last call.
+  // Ids of the pending responses (Command::id) whose command finished with exit status 0 (an
+  // nft command: succeeded) since the last call.
   virtual std::vector<std::uint64_t> take_completed() noexcept { return {}; }
+  // Pending responses that failed since the last call: (id, status), status the exit code,
+  // 128 + signal, or -1 when the command could not be started at all (no descriptor, no process,
+  // no such program). The engine tries them again.
+  virtual std::vector<std::pair<std::uint64_t, int>> take_failed() noexcept { return {}; }
+  // Stops every running command now (SIGKILL to its process group) and forgets the queue; used
+  // at exit once stopwait has passed, so that no command outlives the daemon.
+  virtual void kill_all() noexcept {}
   // Prepares libnftables before the first knock (when a template uses nft).
   virtual void prepare_nft() noexcept {}
   // Commands running or waiting; the caller should reap() soon.
@@ -94,6 +102,8 @@ class ShellRunner final : public CommandRunner {
   void reap() noexcept override;
   std::size_t room() const noexcept override;
   std::vector<std::uint64_t> take_completed() noexcept override { return std::exchange(completed_, {}); }
+  std::vector<std::pair<std::uint64_t, int>> take_failed() noexcept override { return std::exchange(failed_, {}); }
+  void kill_all() noexcept override;
   // Sets up libnftables now rather than on the first knock (it reads the ruleset once).
   void prepare_nft() noexcept override;
 
@@ -134,6 +144,7 @@ class ShellRunner final : public CommandRunner {
   std::deque<Command> queue_;
   std::deque<Finished> finished_;
   std::vector<std::uint64_t> completed_;
+  std::vector<std::pair<std::uint64_t, int>> failed_;
   std::size_t queued_immediate_ = 0;
   int epoll_fd_ = -1;
 };

@@ -39,6 +39,21 @@ bool Scheduler::finished(std::uint64_t id) {
   return true;
 }
 
+bool Scheduler::retry(std::uint64_t id, double due_mono) {
+  auto it = started_.find(id);
+  if (it == started_.end()) return false;
+  PendingCommand command = std::move(it->second.command);
+  started_.erase(it);
+  ++command.attempts;
+  waiting_.emplace(std::make_pair(due_mono, seq_++), std::move(command));
+  return true;
+}
+
+int Scheduler::attempts(std::uint64_t id) const {
+  auto it = started_.find(id);
+  return it == started_.end() ? -1 : it->second.command.attempts;
+}
+
 void Scheduler::restart_started(double mono_now) {
   for (auto& [id, entry] : started_) waiting_.emplace(std::make_pair(mono_now, seq_++), std::move(entry.command));
   started_.clear();

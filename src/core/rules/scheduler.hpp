@@ -23,6 +23,7 @@ struct PendingCommand {
   std::string origin;   // "action NAME, template T" for logs
   bool nft = false;     // an nftables command run in process (template key nft), not a shell one
   std::uint64_t id = 0; // unique within the table and its cache (0: not yet assigned)
+  int attempts = 0;     // runs that failed so far (in memory only: a restart starts again)
   bool operator==(const PendingCommand&) const = default;
 };
 
@@ -43,6 +44,11 @@ class Scheduler {
   std::vector<PendingCommand> take_due(double mono_now);
   // A started command has finished (whatever its exit status): forget it. False if unknown.
   bool finished(std::uint64_t id);
+  // A started command that failed (or could not start): back to waiting, due at `due_mono`, its
+  // attempts counted. False if unknown.
+  bool retry(std::uint64_t id, double due_mono);
+  // Attempts of a started command so far (-1 if unknown).
+  int attempts(std::uint64_t id) const;
   // Started commands, back to waiting and due at once (after a restart or for a new runner).
   void restart_started(double mono_now);
   std::optional<double> next_due() const;  // monotonic

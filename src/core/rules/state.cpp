@@ -1,6 +1,7 @@
 #include "rules/state.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,6 +37,8 @@ StateTree& StateTree::operator=(const StateTree& other) {
     limits_ = other.limits_;
     root_ = copy(*other.root_);
     count_ = other.count_;
+    now_ = other.now_;
+    ++generation_;
   }
   return *this;
 }
@@ -674,6 +677,33 @@ CacheWriter::~CacheWriter() {
     if (dirty_) ::fdatasync(fd_);
     ::close(fd_);
   }
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+std::optional<std::string> CacheWriter::lock() noexcept {
+  try {
+    if (lock_fd_ >= 0) return std::nullopt;
+    const std::string lpath = path_ + ".lock";
+    int fd = ::open(lpath.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return "cannot open " + lpath + ": " + errno_message(errno);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int e = errno;
+      ::close(fd);
+      if (e == EWOULDBLOCK)
+        return "another process (another knockdaemon?) is using the state cache " + path_ + " (" + lpath + " is locked)";
+      return "cannot lock " + lpath + ": " + errno_message(e);
+    }
+    lock_fd_ = fd;
+    return std::nullopt;
+  } catch (const std::exception& e) {
+    return std::string("cannot lock the state cache: ") + e.what();
+  }
+}
+
+void CacheWriter::abandon() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+  fd_ = lock_fd_ = -1;
 }
 
 std::optional<std::string> CacheWriter::snapshot(const StateTree& state, const std::vector<PendingCommand>& pending,

@@ -107,7 +107,8 @@ struct CacheContents {
   std::string replay;               // replay identities: "HEX EXPIRY" lines (spa::ReplayCache::load)
 };
 
-inline constexpr std::size_t kMaxCacheBytes = 64 * 1024 * 1024;
+// Large enough for maxpending (at most 1,000,000) closes of ordinary length; a bound, not a goal.
+inline constexpr std::size_t kMaxCacheBytes = 1024u * 1024 * 1024;
 
 // PATH's journal: PATH.journal.
 std::string journal_path(const std::string& path);
@@ -159,6 +160,11 @@ class CacheWriter {
   std::optional<std::string> append(std::string_view records) noexcept;
   // fdatasync of the journal when something was appended since the last sync.
   std::optional<std::string> sync() noexcept;
+  // Takes PATH.lock (flock, exclusive, without waiting): one daemon per cache. An error when
+  // another process holds it.
+  std::optional<std::string> lock() noexcept;
+  // Lets go of the journal and the lock without a sync or a snapshot: what a crash leaves (tests).
+  void abandon() noexcept;
   bool dirty() const { return dirty_; }
   bool ready() const { return fd_ >= 0; }
   std::size_t journal_bytes() const { return size_; }
@@ -167,6 +173,7 @@ class CacheWriter {
  private:
   std::string path_;
   int fd_ = -1;
+  int lock_fd_ = -1;
   std::size_t size_ = 0;
   bool dirty_ = false;
 };
