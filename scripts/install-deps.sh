@@ -18,6 +18,8 @@ PACKAGES=(
   iproute2 iptables nftables tcpdump procps socat ulogd2
   # the SPA oracle (tests/oracle/spa_nacl.py): libsodium's Python bindings, AES-GCM from cryptography
   python3 python3-nacl python3-cryptography
+  # the fwknop oracle (tests/oracle/fwknop_client.sh): Debian's real fwknop client, and faketime for its clock
+  fwknop-client faketime
 )
 
 missing=()
