@@ -282,8 +282,11 @@ NflogSource::NflogSource(Options options)
     if (nflog_set_mode(group_, NFULNL_COPY_PACKET, options.copy_range) < 0)
       throw RuntimeError("cannot set the copy mode of " + what + ": " + errno_message(errno));
     // Sequence numbers: messages the kernel could not deliver show up as gaps.
+    // The instance is new (binding a group someone holds fails), so its numbers start at 0.
     if (nflog_set_flags(group_, NFULNL_CFG_F_SEQ) < 0)
       log::debug(what + ": no sequence numbers: " + errno_message(errno));
+    else
+      reader_.expect_seq(0);
     if (options.queue_threshold > 0) nflog_set_qthresh(group_, options.queue_threshold);
     nflog_set_timeout(group_, options.flush_timeout);
     // A large queue for bursts: SO_RCVBUFFORCE passes rmem_max with CAP_NET_ADMIN.

@@ -91,6 +91,13 @@ class NflogReader {
   // n bytes were received into buffer() at time now (truncated: the datagram was longer).
   void loaded(std::size_t n, double now, bool truncated = false) noexcept;
   void note_overrun() noexcept;
+  // The next NFULA_SEQ expected: a freshly bound group with sequence numbers starts at 0, so
+  // losses before the first message count too. Until this is called or a first message arrives,
+  // each overrun counts as one drop.
+  void expect_seq(std::uint32_t next) noexcept {
+    seq_known_ = true;
+    seq_next_ = next;
+  }
   void note_foreign() noexcept { ++counters_.foreign; }
   // Messages of the loaded datagram not handled yet.
   bool pending() const noexcept { return offset_ < end_; }
