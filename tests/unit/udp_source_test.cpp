@@ -1,8 +1,7 @@
 // The UDP socket source on 127.0.0.1 and ::1: datagrams from the test's own sendto() arrive as
 // Observations with the right sender, ports, payload and size; oversize ones are counted and
 // dropped; the descriptor is close-on-exec and non-blocking; the budget bounds a batch; the
-// listen syntax. Also the pcap adapter behind capture::Source.
-#include "capture/pcap_writer.hpp"
+// listen syntax.
 #include "capture/source.hpp"
 #include "capture/udp_source.hpp"
 #include "util/error.hpp"
@@ -223,43 +222,4 @@ TEST(UdpSource, ListenSyntax) {
   for (const char* bad : {"", ":", "0.0.0.0:", "0.0.0.0:0", "0.0.0.0:65536", "0.0.0.0:12x", "[::]:",
                           "[::", "[198.18.0.1]:5", "host:5", "[::]x5", "1.2.3.4:-1", "1.2.3.4:+5"})
     EXPECT_FALSE(parse_listen(bad, 62202)) << bad;
-}
-
-// ---- the pcap sources behind capture::Source ----
-
-TEST(PcapAdapter, OfflineFileThroughTheInterface) {
-  char dir[] = "/tmp/portknock-udp-test.XXXXXX";
-  ASSERT_NE(mkdtemp(dir), nullptr);
-  const std::string file = std::string(dir) + "/knocks.pcap";
-  {
-    PcapWriter w(file, kDltEn10mb);
-    const IpAddress c = *IpAddress::parse("198.18.1.2"), srv = *IpAddress::parse("198.18.1.1");
-    for (int i = 0; i < 7; ++i) w.add_tcp_syn(c, srv, 40000, static_cast<std::uint16_t>(2000 + i), 1, 100.0 + i);
-    w.add_udp(c, srv, 40000, 62202, {1, 2, 3}, 108.0);
-    w.add_raw(std::vector<std::uint8_t>(14, 0), 109.0);  // an Ethernet header alone
-  }
-  {
-    PcapSource src(std::make_unique<OfflinePcapSource>(file, ""));
-    EXPECT_EQ(src.fd(), -1);
-    EXPECT_EQ(src.next_timeout(0), 0);
-    EXPECT_EQ(src.key(), "pcap file " + file);
-    int total = 0, calls = 0;
-    std::size_t udp_payload = 0;
-    while (!src.closed() && calls < 100) {
-      ++calls;
-      total += src.dispatch([&](const Observation& o) { if (o.protocol == kProtoUdp) udp_payload = o.payload_size; }, 3);
-    }
-    EXPECT_TRUE(src.closed());
-    EXPECT_GE(calls, 3);  // the budget bounds each call
-    EXPECT_EQ(total, 9);
-    EXPECT_EQ(udp_payload, 3u);
-    const SourceStats st = src.stats();
-    EXPECT_EQ(st.received, 9u);
-    EXPECT_EQ(st.delivered, 8u);
-    EXPECT_EQ(st.unparsed_total(), 1u);
-    EXPECT_EQ(st.dropped, 0u);
-    EXPECT_NE(src.describe().find("received 9, delivered 8"), std::string::npos) << src.describe();
-  }
-  std::remove(file.c_str());
-  rmdir(dir);
 }

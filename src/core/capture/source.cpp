@@ -1,5 +1,7 @@
 #include "capture/source.hpp"
 
+#include <time.h>
+
 #include <utility>
 
 namespace knock::capture {
@@ -53,5 +55,42 @@ SourceStats PcapSource::convert(const CaptureStats& c) {
 SourceStats PcapSource::stats() { return convert(packets_->stats()); }
 
 std::string PcapSource::describe() { return packets_->description() + ": " + format_stats(stats()); }
+
+LogSource::LogSource(std::unique_ptr<LogFollower> follower, LineParser parser, std::string key)
+    : follower_(std::move(follower)), parser_(std::move(parser)), key_(std::move(key)) {
+  if (key_.empty()) key_ = "file " + follower_->path();
+}
+
+double LogSource::next_timeout(double) const {
+  // Never -1: even with inotify (fd()), the file is checked at least every interval.
+  const double in = follower_->next_check_in();
+  return in < 0 ? 0 : in;
+}
+
+int LogSource::dispatch(const ObservationCallback& callback, int) {
+  int lines = 0;
+  follower_->read_lines([&](std::string_view line) {
+    ++lines;
+    ++stats_.received;
+    timespec ts{};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const double now = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+    const std::optional<Observation> o = parser_ ? parser_(line, now) : std::nullopt;
+    if (!o) {
+      ++skipped_;
+      return;
+    }
+    ++stats_.delivered;
+    callback(*o);
+  });
+  return lines;
+}
+
+std::string LogSource::describe() {
+  const LogFollower::Stats& f = follower_->stats();
+  return "file " + follower_->path() + ": " + format_stats(stats_) + "; skipped " + std::to_string(skipped_) +
+         ", long lines " + std::to_string(f.long_lines_skipped) + ", rotations " + std::to_string(f.rotations) +
+         ", truncations " + std::to_string(f.truncations);
+}
 
 }  // namespace knock::capture

@@ -5,13 +5,18 @@
 // A reload keeps a source whose key() is unchanged, reopens one whose key changed and closes one
 // whose key vanished.
 //
-// Implementations: PcapSource (wraps LivePcapSource / OfflinePcapSource), NflogSource
+// Implementations: PcapSource (wraps LivePcapSource / OfflinePcapSource), LogSource (wraps
+// LogFollower and a line parser), NflogSource
 // (capture/nflog.hpp), UdpSocketSource (capture/udp_source.hpp).
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
+#include "capture/logfollow.hpp"
 #include "capture/packet.hpp"
 #include "capture/pcap_source.hpp"
 
@@ -81,6 +86,35 @@ class PcapSource final : public Source {
  private:
   std::unique_ptr<PacketSource> packets_;
   std::string key_;
+};
+
+// A followed log file behind the Source interface: each complete line goes through parser (the
+// <logformat> of the current configuration; a reload may swap it with set_parser() and keep
+// the file). Units are lines; lines the parser refuses count in skipped (other kernel messages
+// are normal there), not in the SourceStats core. The budget does not apply: LogFollower bounds
+// each call by bytes (Options::max_bytes_per_call).
+class LogSource final : public Source {
+ public:
+  using LineParser = std::function<std::optional<Observation>(std::string_view line, double now)>;
+  LogSource(std::unique_ptr<LogFollower> follower, LineParser parser, std::string key = "");
+
+  int fd() const override { return follower_->fd(); }
+  double next_timeout(double now) const override;
+  int dispatch(const ObservationCallback& callback, int budget) override;
+  SourceStats stats() override { return stats_; }
+  std::string describe() override;
+  const std::string& key() const override { return key_; }
+
+  void set_parser(LineParser parser) { parser_ = std::move(parser); }
+  std::uint64_t skipped() const noexcept { return skipped_; }
+  LogFollower& follower() { return *follower_; }
+
+ private:
+  std::unique_ptr<LogFollower> follower_;
+  LineParser parser_;
+  std::string key_;
+  SourceStats stats_;
+  std::uint64_t skipped_ = 0;
 };
 
 // Default units per dispatch() when the caller passes budget <= 0 to a live source.
