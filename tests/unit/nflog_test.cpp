@@ -142,7 +142,8 @@ void expect_syn(const NflogMessage& m, const PacketSpec& s) {
 }  // namespace
 
 TEST(Nflog, Ipv4Syn) {
-  const NflogMessage m = parse(kernel_like(syn4()));
+  const Bytes b = kernel_like(syn4());  // the prefix views it
+  const NflogMessage m = parse(b);
   expect_syn(m, syn4());
   EXPECT_EQ(m.group, 5);
   EXPECT_EQ(m.family, 2);

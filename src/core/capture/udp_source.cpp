@@ -169,8 +169,9 @@ int UdpSocketSource::dispatch(const ObservationCallback& callback, int budget) {
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
         if (errno == EINTR) continue;
-        // An ICMP error queued on the socket (we never send, so hardly) or a real failure.
-        if (errno == ECONNREFUSED || errno == ENOBUFS || errno == ENOMEM) continue;
+        // An ICMP error queued on the socket (reported once; we never send, so hardly).
+        if (errno == ECONNREFUSED) continue;
+        if (errno == ENOBUFS || errno == ENOMEM) break;  // short of memory: try next round
         throw RuntimeError("UDP " + local_.str() + ": recvmmsg: " + errno_message(errno));
       }
       if (n == 0) break;
