@@ -3,8 +3,9 @@
 # namespace logs the span to NFLOG group 5 (iptables -j NFLOG, then nftables `log group 5`, IPv4
 # and IPv6) and tests/tools/source_watch, opened through capture::Source, prints the SYNs a
 # client namespace sends. The watcher holds a netlink socket and no packet socket
-# (/proc/PID/fd against /proc/PID/net/{netlink,packet}). Then a UDP datagram to the
-# single-packet port through UdpSocketSource.
+# (/proc/PID/fd against /proc/PID/net/{netlink,packet}). Kernel drops are counted exactly;
+# messages forged by a local user are ignored; a busy group is refused. Then UDP datagrams to
+# the single-packet port through UdpSocketSource.
 source "$(dirname "$0")/netns.bash"
 BIN_DIR=${BIN_DIR:?BIN_DIR}
 WATCH=$BIN_DIR/source_watch
@@ -114,7 +115,42 @@ say "drops: logged $logged; $stats"
 [ "$dropped" -gt 0 ] || fail "drops: nothing dropped with a 4 KiB buffer: $stats"
 [ $((received + dropped)) -eq "$logged" ] || fail "drops: received $received + dropped $dropped != logged $logged"
 
-# 4. A busy group is an error that says so.
+# 4. Forged messages: the kernel lets only CAP_NET_ADMIN send to another netlink socket's port id
+# (an unprivileged user gets EPERM), but such a sender is not the firewall either: a perfect NFLOG
+# SYN message from a root process is ignored (counted as foreign).
+out=$E2E_TMP/forged.out
+bg_in_ns "$NS_SERVER" "$out" "$WATCH" --nflog 5 --count 1 --seconds 3
+pid=${E2E_PIDS[-1]}
+wait_for 5 "forged: watcher ready" grep -q '^ready' "$out"
+inode=$(readlink /proc/"$pid"/fd/* | sed -n 's/^socket:\[\([0-9]*\)\]$/\1/p' | head -1)
+portid=$(awk -v i="$inode" 'NR > 1 && $NF == i { print $3 }' /proc/"$pid"/net/netlink)
+[ -n "$portid" ] || fail "forged: no netlink port id for the watcher"
+forge() {  # forge PORTID [unprivileged]
+  in_ns "$NS_SERVER" ${2:+setpriv --reuid=65534 --regid=65534 --clear-groups} /usr/bin/python3 - "$1" <<'EOF'
+import socket, struct, sys
+def attr(t, v):
+    a = struct.pack('=HH', 4 + len(v), t) + v
+    return a + b'\0' * ((-len(a)) % 4)
+tcp = struct.pack('!HHIIBBHHH', 40000, 2001, 1, 0, 0x50, 0x02, 65535, 0, 0)
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, 1, 0, 64, 6, 0, bytes([198, 18, 1, 2]), bytes([198, 18, 1, 1])) + tcp
+body = struct.pack('!BBH', 2, 0, 5) + attr(1, struct.pack('!HBB', 0x0800, 1, 0)) + attr(9, ip)
+msg = struct.pack('=IHHII', 16 + len(body), 0x0400, 0, 0, 0) + body
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12)
+s.bind((0, 0))
+try:
+    s.sendto(msg, (int(sys.argv[1]), 0))
+except PermissionError:
+    sys.exit(3)
+EOF
+}
+rc=0; forge "$portid" unprivileged || rc=$?
+[ $rc -eq 3 ] || fail "forged: an unprivileged process could send to the watcher's netlink port (rc $rc)"
+forge "$portid" || fail "forged: root could not send to the watcher's netlink port"
+if wait "$pid"; then fail "forged: the watcher took a forged message: $(cat "$out")"; fi
+grep -q '^stats NFLOG group 5: received 0, .*foreign 1' "$out" || fail "forged: $(cat "$out")"
+say "forged: ignored ($(grep stats "$out"))"
+
+# 5. A busy group is an error that says so.
 bg_in_ns "$NS_SERVER" "$E2E_TMP/holder.out" "$WATCH" --nflog 5 --seconds 10
 wait_for 5 "holder ready" grep -q '^ready' "$E2E_TMP/holder.out"
 if in_ns "$NS_SERVER" "$WATCH" --nflog 5 --seconds 1 >"$E2E_TMP/busy.out" 2>&1; then
@@ -123,7 +159,7 @@ fi
 grep -q 'cannot bind NFLOG group 5' "$E2E_TMP/busy.out" || fail "busy group: $(cat "$E2E_TMP/busy.out")"
 kill "${E2E_PIDS[-1]}" 2>/dev/null || true
 
-# 5. The single-packet port on a plain UDP socket (IPv4 and IPv6 listeners), no firewall needed.
+# 6. The single-packet port on a plain UDP socket (IPv4 and IPv6 listeners), no firewall needed.
 out=$E2E_TMP/udp.out
 bg_in_ns "$NS_SERVER" "$out" "$WATCH" --listen 0.0.0.0:62202 --listen "[::]:62202" --count 2 --seconds 20
 pid=${E2E_PIDS[-1]}

@@ -337,7 +337,8 @@ int NflogSource::dispatch(const ObservationCallback& callback, int budget) {
       }
       throw RuntimeError("NFLOG group " + std::to_string(options_.group) + ": recv: " + errno_message(errno));
     }
-    // Only the kernel speaks for the firewall: any local process may send to our port id.
+    // Only the kernel speaks for the firewall. Other senders need CAP_NET_ADMIN to reach our
+    // port id (a root process, a container's root in this namespace): ignored all the same.
     if (msg.msg_namelen < sizeof from || from.nl_family != AF_NETLINK || from.nl_pid != 0) {
       reader_.note_foreign();
       continue;
