@@ -18,6 +18,9 @@ PACKAGES=(
   iproute2 iptables nftables tcpdump procps socat ulogd2
   # the SPA oracle (tests/oracle/spa_nacl.py): libsodium's Python bindings, AES-GCM from cryptography
   python3 python3-nacl python3-cryptography
+  # the Debian package (tests/e2e/deb_package.sh): build it, lint it, check its unit
+  # (systemd-analyze; man-db for the unit's Documentation=man: pages)
+  debhelper dpkg-dev lintian systemd man-db
 )
 
 missing=()
