@@ -124,7 +124,10 @@ fi
 #    none: README.Debian's first step makes them).
 say "== knockdaemon -check"
 keygen=; /usr/bin/knockclient -h 2>&1 | grep -q -- -keygen && keygen=1
-for key in $(sed -n 's/^[[:space:]]*keyfile[[:space:]]*=\{0,1\}[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$conf" | sort -u); do
+# `keyfile = PATH` or `keyfile PATH`, in a <client NAME> block or not, quoted or not; a relative
+# PATH is read next to the config.
+for key in $(sed -n 's/^[[:space:]]*keyfile[[:space:]]*=\{0,1\}[[:space:]]*"\{0,1\}\([^[:space:]#"]*\).*/\1/p' "$conf" | sort -u); do
+  [[ $key == /* ]] || key=/etc/portknock/$key
   mkdir -p -m 0700 "$(dirname "$key")"
   if [ -n "$keygen" ]; then
     /usr/bin/knockclient -keygen "$key" || fail "knockclient -keygen $key"
