@@ -20,6 +20,9 @@ PACKAGES=(
   python3 python3-nacl python3-cryptography
   # the fwknop oracle (tests/oracle/fwknop_client.sh): Debian's real fwknop client, and faketime for its clock
   fwknop-client faketime
+  # the Debian package (tests/e2e/deb_package.sh): build it, lint it, check its unit
+  # (systemd-analyze; man-db for the unit's Documentation=man: pages)
+  debhelper dpkg-dev lintian systemd man-db
 )
 
 missing=()
