@@ -29,16 +29,20 @@ chmod 600 "$tmp"/*.conf
 CACHE=$tmp/cache/state.cache
 ports=$("$BIN_DIR/knockclient" -conf "$tmp/client.conf" -remote 198.18.0.1 -client 198.18.0.2 -port 22 -flag0 1 -test)
 "$BIN_DIR/pcapgen" "$tmp/knock.pcap" --knock "198.18.0.2@1:0.01:$ports"
+# A second knock (a fresh IV): the same knock twice would be refused as a replay.
+ports2=$("$BIN_DIR/knockclient" -conf "$tmp/client.conf" -remote 198.18.0.1 -client 198.18.0.2 -port 22 -flag0 1 -test)
+"$BIN_DIR/pcapgen" "$tmp/knock2.pcap" --knock "198.18.0.2@1:0.01:$ports2"
+PCAP=$tmp/knock.pcap
 
 run() {  # run [OPTIONS]: replay the knock; exit code in $rc, stderr in $err
-  set +e; err=$("$D" -conf "$tmp/daemon.conf" -pcap "$tmp/knock.pcap" "$@" 2>&1 >/dev/null); rc=$?; set -e
+  set +e; err=$("$D" -conf "$tmp/daemon.conf" -pcap "$PCAP" "$@" 2>&1 >/dev/null); rc=$?; set -e
   [ "$rc" -lt 128 ] || fail "daemon died from signal $((rc - 128)): $err"
 }
 visits() { sed -n 's/^S [0-9.]* 3 198\.18\.0\.2 visits num i\([0-9]*\)$/\1/p' "$CACHE"; }
 
 # A good cache first: two runs count two visits.
 run; [ "$rc" -eq 0 ] || fail "first run exited $rc: $err"
-run; [ "$rc" -eq 0 ] || fail "second run exited $rc: $err"
+PCAP=$tmp/knock2.pcap run; [ "$rc" -eq 0 ] || fail "second run exited $rc: $err"
 [ "$(visits)" = 2 ] || fail "expected 2 visits in the cache, got: $(cat "$CACHE")"
 cp "$CACHE" "$tmp/good.cache"
 
@@ -88,6 +92,6 @@ run -fresh
 [ "$(ls "$tmp/cache" | grep -c '^state\.cache\.corrupt-')" -eq 2 ] || fail "second -fresh: $(ls "$tmp/cache")"
 cmp -s "$tmp/cache/$aside" "$tmp/damaged" || fail "the first damaged file was overwritten"
 # -fresh with a good cache changes nothing.
-run -fresh
+PCAP=$tmp/knock2.pcap run -fresh
 [ "$rc" -eq 0 ] && [ "$(visits)" = 2 ] || fail "-fresh with a good cache: exit $rc, $(cat "$CACHE")"
 echo "PASS"

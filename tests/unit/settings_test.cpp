@@ -29,7 +29,10 @@ int error_line(const std::string& text, std::string* message = nullptr) {
 TEST(Settings, Defaults) {
   const auto s = load(kKnock);
   EXPECT_EQ(s.mode, daemon::RunMode::Network);
-  EXPECT_EQ(s.interface, "any");
+  EXPECT_EQ(s.interfaces, std::vector<std::string>{"any"});
+  EXPECT_TRUE(s.listen.empty());
+  EXPECT_FALSE(s.spa);
+  EXPECT_FALSE(s.fwknop);
   EXPECT_EQ(s.snaplen, 1500);
   EXPECT_EQ(s.tracker.knock_timeout, 30);
   EXPECT_EQ(s.tracker.knock_length, 8u);  // 8 plain bytes over a 256-port span
@@ -45,7 +48,7 @@ TEST(Settings, NetworkAndFileKeys) {
   EXPECT_EQ(s.logfile, "/var/log/fw");
   EXPECT_DOUBLE_EQ(s.fileinterval, 0.25);
   ASSERT_TRUE(s.logformat);
-  EXPECT_EQ(s.interface, "eth0");
+  EXPECT_EQ(s.interfaces, std::vector<std::string>{"eth0"});
   EXPECT_EQ(s.snaplen, 96);
   EXPECT_EQ(s.tracker.knock_timeout, 5);
   EXPECT_EQ(s.tracker.max_sources, 2048u);
@@ -55,7 +58,7 @@ TEST(Settings, NetworkAndFileKeys) {
 TEST(Settings, ErrorsNameTheLine) {
   std::string m;
   EXPECT_EQ(error_line(kKnock + "runmode = sideways\n", &m), 3);
-  EXPECT_NE(m.find("expected network or file"), std::string::npos);
+  EXPECT_NE(m.find("expected network, file or nflog"), std::string::npos);
   EXPECT_EQ(error_line(kKnock + "colour = blue\n", &m), 3);
   EXPECT_NE(m.find("unknown key 'colour'"), std::string::npos);
   EXPECT_EQ(error_line(kKnock + "<interface x>\n</interface>\n"), 3);      // a key used as a block
@@ -69,7 +72,7 @@ TEST(Settings, ErrorsNameTheLine) {
   EXPECT_EQ(error_line(kKnock + "keyfile = /nonexistent/198.18.0.2.key\n"), 3);
   EXPECT_EQ(error_line(kKnock + "key = a\nkeyfile = /etc/hostname\n"), 4);  // both
   EXPECT_EQ(error_line(kKnock + "knocktimeout = 0\n"), 3);
-  EXPECT_EQ(error_line(kKnock + "interface = a\ninterface = b\n"), 4);     // given twice
+  EXPECT_EQ(error_line(kKnock + "interface = a\ninterface = a\n"), 4);     // given twice
 }
 
 TEST(Settings, EveryBlockIsCheckedNotOnlyTheOneInUse) {
@@ -77,4 +80,17 @@ TEST(Settings, EveryBlockIsCheckedNotOnlyTheOneInUse) {
   EXPECT_EQ(error_line(kKnock + "useethfilter = good\n<ethfilter good>\n  proto = IP_PROTO_TCP\n</ethfilter>\n"
                                 "<ethfilter spare>\n  flags = SYN|BOGUS\n</ethfilter>\n"),
             8);
+}
+
+TEST(Settings, SeveralInterfacesNflogAndListen) {
+  auto s = load(kKnock + "interface = eth0 eth1\ninterface = veth2\nlisten = 0.0.0.0:62202\nlisten = [::]:62202\n");
+  EXPECT_EQ(s.interfaces, (std::vector<std::string>{"eth0", "eth1", "veth2"}));
+  ASSERT_EQ(s.listen.size(), 2u);
+  EXPECT_EQ(s.listen[1].str(), "[::]:62202");
+  s = load(kKnock + "runmode = nflog\nnflog_group = 5\n");
+  EXPECT_EQ(s.mode, daemon::RunMode::Nflog);
+  EXPECT_EQ(s.nflog_group, 5);
+  EXPECT_EQ(error_line(kKnock + "runmode = nflog\n"), 3);
+  EXPECT_EQ(error_line(kKnock + "listen = 198.18.0.1:0\n"), 3);
+  EXPECT_EQ(error_line(kKnock + "interface = eth0 eth0\n"), 3);
 }

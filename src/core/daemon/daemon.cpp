@@ -7,7 +7,10 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -15,7 +18,10 @@
 #include <string>
 
 #include "capture/logfollow.hpp"
+#include "capture/nflog.hpp"
 #include "capture/pcap_source.hpp"
+#include "capture/source.hpp"
+#include "capture/udp_source.hpp"
 #include "config/tree.hpp"
 #include "daemon/privileges.hpp"
 #include "daemon/settings.hpp"
@@ -50,13 +56,70 @@ double wall_clock() {
   return duration<double>(system_clock::now().time_since_epoch()).count();
 }
 
-// The decoder the tracker calls with the last L ports of a source; keeps the last result.
+// The decoder the tracker calls with the last L ports of a source; keeps the last result. The
+// ports spell the original's knock, or (proto = spa) the authenticated message.
 struct Decoder {
   const codec::KnockCodec* codec = nullptr;
+  const spa::Verifier* spa = nullptr;  // proto = spa: the ports carry an SPA message
+  double now = 0;                      // the observation's time (the capture's clock under -pcap)
   codec::DecodeResult last;
+  spa::Verified last_spa;
+  std::array<std::uint8_t, spa::kMaxMessageBytes> bytes{};
+  std::size_t byte_count = 0;
   bool operator()(std::span<const std::uint16_t> ports) noexcept {
+    if (spa != nullptr) {
+      byte_count = spa->message_bytes();
+      if (codec::ports_to_bytes(codec->span(), ports, std::span(bytes.data(), byte_count)) != codec::DecodeError::None) {
+        last_spa = spa::Verified{};
+        return false;
+      }
+      last_spa = spa->verify(std::span(bytes.data(), byte_count), static_cast<std::int64_t>(now));
+      return last_spa.ok();
+    }
     last = codec->decode(ports);
-    return last.ok();
+    if (!last.ok()) return false;
+    byte_count = std::min(codec->wire_bytes(), bytes.size());
+    if (codec->to_bytes(ports, std::span(bytes.data(), byte_count)) != codec::DecodeError::None) byte_count = 0;
+    return true;
+  }
+};
+
+// Refusals of single-packet messages, counted by reason: a flood of them is a few summary
+// lines, never a line each.
+struct Refusals {
+  std::array<std::uint64_t, 32> by_reason{};
+  std::uint64_t replayed = 0;
+  std::uint64_t accepted = 0;
+  std::int64_t earliest = 0;  // most negative clock offset among time refusals
+  std::int64_t latest = 0;    // most positive
+  std::uint64_t reported = 0;  // total at the last summary
+  std::uint64_t total() const {
+    std::uint64_t t = replayed + accepted;
+    for (auto n : by_reason) t += n;
+    return t;
+  }
+  void time_offset(std::int64_t offset) {
+    earliest = std::min(earliest, offset);
+    latest = std::max(latest, offset);
+  }
+  template <typename Reason, typename Name>
+  std::string describe(std::string_view what, Name name) const {
+    std::string out = std::string(what) + ": " + std::to_string(accepted) + " accepted; refused:";
+    bool any = false;
+    for (std::size_t i = 1; i < by_reason.size(); ++i) {
+      if (by_reason[i] == 0) continue;
+      out += " " + std::string(name(static_cast<Reason>(i))) + " " + std::to_string(by_reason[i]);
+      any = true;
+    }
+    if (replayed != 0) {
+      out += " replayed " + std::to_string(replayed);
+      any = true;
+    }
+    if (!any) out += " none";
+    if (earliest < 0 || latest > 0)
+      out += "; clock offsets of refused senders from " + std::to_string(earliest) + "s to +" + std::to_string(latest) +
+             "s (a sender's clock is off: fix it, or widen the window)";
+    return out;
   }
 };
 
@@ -143,6 +206,7 @@ class Daemon {
     const bool keep_tracker = tracker_ && same_tracking(current_->settings.tracker, next->settings.tracker);
     current_ = std::move(next);
     decoder_.codec = current_->settings.codec.get();
+    decoder_.spa = current_->settings.spa_ports ? current_->settings.spa.get() : nullptr;
     if (!keep_tracker) tracker_ = std::make_unique<tracker::Tracker>(current_->settings.tracker, tracker::DecodeFn(decoder_));
   }
 
@@ -158,9 +222,13 @@ class Daemon {
   }
 
  private:
-  // One connection attempt from either source; the packet path: no allocation, no throw.
+  // One observation from any source; the packet path: no allocation, no throw.
   void on_observation(const capture::Observation& o) noexcept {
     const Settings& s = current_->settings;
+    if (o.protocol == capture::kProtoUdp && o.payload != nullptr) {
+      if (s.spa && o.dest_port == s.spa_settings.port) return on_spa_datagram(o);
+      if (s.fwknop && o.dest_port == s.fwknop_settings.port) return on_fwknop_datagram(o);
+    }
     if (s.codec->span().index_of(o.dest_port) < 0) {
       ++outside_span_;
       return;
@@ -171,31 +239,141 @@ class Daemon {
     }
     if (log::enabled(log::Level::Debug))
       log::debug("port " + std::to_string(o.dest_port) + " from " + o.source.str() + " queued");
+    decoder_.now = o.time;
     const tracker::Outcome outcome = tracker_->observe(o);
+    if (outcome == tracker::Outcome::DecodeFailed && decoder_.spa != nullptr) count_spa(decoder_.last_spa);
     if (outcome == tracker::Outcome::DecodeFailed && log::enabled(log::Level::Debug))
       log::debug("decode attempt for " + o.source.str() + ": " + std::string(codec::to_string(decoder_.last.error)));
     if (outcome != tracker::Outcome::Knock) return;
     try {
-      on_knock(o, decoder_.last.values);
+      if (decoder_.spa != nullptr) {
+        on_spa(o, decoder_.last_spa, "port knock");
+      } else {
+        on_knock(o, decoder_.last.values);
+      }
     } catch (const std::exception& e) {
       log::error("knock from " + o.source.str() + ": " + e.what());
     }
   }
 
+  void count_spa(const spa::Verified& v) noexcept {
+    ++spa_refusals_.by_reason[static_cast<std::size_t>(v.reason)];
+    if (v.reason == spa::Reason::TooOld || v.reason == spa::Reason::TooNew) spa_refusals_.time_offset(v.offset);
+  }
+
+  // A datagram to spaport: one authenticated single-packet knock, or nothing (counted).
+  void on_spa_datagram(const capture::Observation& o) noexcept {
+    const spa::Verified v = current_->settings.spa->verify(std::span(o.payload, o.payload_size),
+                                                           static_cast<std::int64_t>(o.time));
+    if (!v.ok()) return count_spa(v);
+    try {
+      on_spa(o, v, "datagram");
+    } catch (const std::exception& e) {
+      log::error("single-packet knock from " + o.source.str() + ": " + e.what());
+    }
+  }
+
+  void on_spa(const capture::Observation& o, const spa::Verified& v, const char* how) {
+    if (current_->engine->replayed(v.identity)) {
+      ++spa_refusals_.replayed;
+      return;
+    }
+    ++spa_refusals_.accepted;
+    rules::KnockEvent event;
+    event.values = v.values;
+    event.logip = o.source;
+    event.time = o.time;
+    event.extras.client = v.client_name;
+    event.replay = v.identity;
+    event.replay_expiry = static_cast<std::int64_t>(v.send_time) + current_->settings.spa->window();
+    const std::string fields = describe_knock(*current_->settings.codec, v.values);
+    log::info("knock from " + o.source.str() + " (client " + std::string(v.client_name) + ", " + how + "): " + fields);
+    if (test_mode_) std::cout << "knock from " << o.source.str() << " (client " << v.client_name << "): " << fields << std::endl;
+    current_->engine->handle(event);
+  }
+
+  // A datagram to fwknopport: a packet of fwknop's own client, or nothing (counted).
+  void on_fwknop_datagram(const capture::Observation& o) noexcept {
+    const fwknop::Verified v = current_->settings.fwknop->verify(std::span(o.payload, o.payload_size), o.source,
+                                                                 static_cast<std::int64_t>(o.time));
+    if (!v.ok()) {
+      ++fwknop_refusals_.by_reason[static_cast<std::size_t>(v.reason)];
+      if (v.reason == fwknop::Reason::TooOld || v.reason == fwknop::Reason::TooNew) fwknop_refusals_.time_offset(v.offset);
+      return;
+    }
+    if (current_->engine->replayed(v.identity)) {
+      ++fwknop_refusals_.replayed;
+      return;
+    }
+    ++fwknop_refusals_.accepted;
+    try {
+      rules::KnockEvent event;
+      event.values = v.knock_values();
+      event.logip = o.source;
+      event.time = o.time;
+      event.extras.client = v.stanza_name;
+      event.extras.user = v.user();
+      if (v.port_count != 0) event.extras.proto = fwknop::proto_name(v.ports[0].proto);
+      event.extras.client_timeout = v.has_client_timeout ? v.client_timeout : v.fw_access_timeout;
+      event.replay = v.identity;
+      event.replay_expiry = v.timestamp + current_->settings.fwknop->window();
+      log::info("knock from " + o.source.str() + " (fwknop " + std::string(v.stanza_name) + ", user " +
+                std::string(v.user()) + "): " + describe_knock(*current_->settings.codec, event.values));
+      current_->engine->handle(event);
+    } catch (const std::exception& e) {
+      log::error("fwknop packet from " + o.source.str() + ": " + e.what());
+    }
+  }
+
   void on_knock(const capture::Observation& o, const codec::KnockValues& values) {
-    const std::string fields = describe_knock(*current_->settings.codec, values);
-    log::info("knock from " + o.source.str() + ": " + fields);
-    if (test_mode_) std::cout << "knock from " << o.source.str() << ": " << fields << std::endl;
+    const Settings& s = current_->settings;
     rules::KnockEvent event;
     event.values = values;
     event.logip = o.source;
     event.time = o.time;
+    // iv = yes: every honest knock has a fresh IV, so its ciphertext after the IV is new; one
+    // seen before is a replay, or the IV-rewriting forgery (facts.md): refused either way.
+    if (s.original_iv && decoder_.byte_count > 16) {
+      event.replay = spa::ReplayCache::identity_of(std::span(decoder_.bytes.data() + 16, decoder_.byte_count - 16));
+      event.replay_expiry = static_cast<std::int64_t>(o.time + s.replay_keep);
+      if (current_->engine->replayed(*event.replay)) {
+        ++original_replayed_;
+        return;
+      }
+    }
+    const std::string fields = describe_knock(*s.codec, values);
+    log::info("knock from " + o.source.str() + ": " + fields);
+    if (test_mode_) std::cout << "knock from " << o.source.str() << ": " << fields << std::endl;
     current_->engine->handle(event);
+  }
+
+  // The single-packet lines of a summary, when anything changed since the last.
+  void log_refusals() {
+    const Settings& s = current_->settings;
+    if (s.spa && spa_refusals_.total() != spa_refusals_.reported) {
+      log::info(spa_refusals_.describe<spa::Reason>("single-packet knocks",
+                                                    [](spa::Reason r) { return spa::to_string(r); }));
+      spa_refusals_.reported = spa_refusals_.total();
+    }
+    if (s.fwknop && fwknop_refusals_.total() != fwknop_refusals_.reported) {
+      log::info(fwknop_refusals_.describe<fwknop::Reason>("fwknop packets",
+                                                          [](fwknop::Reason r) { return fwknop::to_string(r); }));
+      fwknop_refusals_.reported = fwknop_refusals_.total();
+    }
+    if (original_replayed_ != original_replayed_reported_) {
+      log::info("port knocks refused as replays (a ciphertext seen before): " + std::to_string(original_replayed_));
+      original_replayed_reported_ = original_replayed_;
+    }
   }
 
   std::string bpf() const {
     const Settings& s = current_->settings;
-    return capture::bpf_filter(*s.ethfilter, s.codec->span().ports());
+    std::string filter = capture::bpf_filter(*s.ethfilter, s.codec->span().ports());
+    std::string udp;
+    if (s.spa) udp += "udp dst port " + std::to_string(s.spa_settings.port);
+    if (s.fwknop) udp += std::string(udp.empty() ? "" : " or ") + "udp dst port " + std::to_string(s.fwknop_settings.port);
+    if (udp.empty() || filter.empty()) return filter;  // empty: no filter at all
+    return "(" + filter + ") or (" + udp + ")";
   }
 
   int run_capture_file() {
@@ -212,7 +390,10 @@ class Daemon {
     };
     while (!source.exhausted()) {
       source.dispatch(callback, 4096);
-      if (auto summary = tracker_->summary_due(last_time)) log::info(*summary);
+      if (auto summary = tracker_->summary_due(last_time)) {
+        log::info(*summary);
+        log_refusals();
+      }
     }
     if (!source.last_error().empty()) log::warning(*pcap_file_ + ": " + source.last_error());
     if (last_time > 0) {
@@ -221,6 +402,7 @@ class Daemon {
     }
     current_->engine->wait_for_commands();
     report_end(source.stats());
+    log_refusals();
     for (const auto& line : current_->engine->pending_descriptions())
       log::info("still pending at the end of the capture: " + line);
     current_->engine->save();
@@ -262,6 +444,76 @@ class Daemon {
               std::to_string(c.knocks) + " knocks; peak RSS " + std::to_string(peak_rss_kib()) + " KiB");
   }
 
+  // The sources this generation asks for, by key: a reload keeps those whose key is unchanged.
+  std::vector<std::pair<std::string, std::function<std::unique_ptr<capture::Source>()>>> wanted_sources() {
+    std::vector<std::pair<std::string, std::function<std::unique_ptr<capture::Source>()>>> out;
+    const Settings& s = current_->settings;
+    if (s.mode == RunMode::Network) {
+      const std::string filter = bpf();
+      for (const std::string& name : s.interfaces) {
+        std::string key = "network " + name + " " + std::to_string(s.snaplen) + " " + filter;
+        out.emplace_back(key, [name, filter, key, snaplen = s.snaplen] {
+          capture::LivePcapSource::Options options;
+          options.snaplen = snaplen;
+          auto live = std::make_unique<capture::LivePcapSource>(name, filter, options);
+          log::info("watching interface " + name + " for knocks (filter: " + filter + ")");
+          return std::make_unique<capture::PcapSource>(std::move(live), key);
+        });
+      }
+    } else if (s.mode == RunMode::File) {
+      std::string key = "file " + s.logfile + " " + std::to_string(s.fileinterval);
+      out.emplace_back(key, [this, key, path = s.logfile, interval = s.fileinterval, format = s.logformat_name] {
+        capture::LogFollower::Options options;
+        options.interval = interval;
+        auto follower = std::make_unique<capture::LogFollower>(path, options);
+        log::info("watching log file " + path + " for knocks (format " + format + ")");
+        // The parser of the generation in force when a line arrives.
+        return std::make_unique<capture::LogSource>(
+            std::move(follower),
+            [this](std::string_view line, double now) { return current_->settings.logformat->parse_line(line, now); },
+            key);
+      });
+    } else {
+      std::string key = "nflog " + std::to_string(s.nflog_group);
+      out.emplace_back(key, [key, group = s.nflog_group] {
+        capture::NflogSource::Options options;
+        options.group = static_cast<std::uint16_t>(group);
+        auto source = std::make_unique<capture::NflogSource>(options);
+        log::info("watching NFLOG group " + std::to_string(group) + " for knocks");
+        return source;
+      });
+    }
+    for (const auto& address : s.listen) {
+      std::string key = "udp " + address.str();
+      out.emplace_back(key, [address] {
+        auto source = std::make_unique<capture::UdpSocketSource>(address);
+        log::info("listening for single-packet knocks on UDP " + address.str());
+        return source;
+      });
+    }
+    return out;
+  }
+
+  // Opens what the generation asks for and is not open yet; closes what it no longer asks for.
+  // A source that cannot be opened on a reload is logged and skipped (the others keep working).
+  void open_sources(bool initial) {
+    std::vector<std::unique_ptr<capture::Source>> next;
+    for (auto& [key, make] : wanted_sources()) {
+      auto same = std::find_if(sources_.begin(), sources_.end(), [&](const auto& src) { return src && src->key() == key; });
+      if (same != sources_.end()) {
+        next.push_back(std::move(*same));
+        continue;
+      }
+      try {
+        next.push_back(make());
+      } catch (const std::exception& e) {
+        if (initial) throw;
+        log::error(std::string("reload: cannot open a source: ") + e.what());
+      }
+    }
+    sources_ = std::move(next);
+  }
+
   int run_live() {
     sigset_t signals;
     sigemptyset(&signals);
@@ -272,69 +524,49 @@ class Daemon {
     const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
     if (signal_fd < 0) throw RuntimeError("signalfd: " + errno_message(errno));
 
-    std::unique_ptr<capture::PacketSource> packets;
-    std::unique_ptr<capture::LogFollower> follower;
-    std::string opened;  // what the open source watches; a reload that keeps it keeps the source
-    auto source_key = [&] {
-      const Settings& s = current_->settings;
-      return s.mode == RunMode::Network ? "network " + s.interface + " " + std::to_string(s.snaplen) + " " + bpf()
-                                        : "file " + s.logfile + " " + std::to_string(s.fileinterval);
-    };
-    auto open_source = [&] {
-      std::string key = source_key();
-      if (key == opened) return;
-      opened = std::move(key);
-      const Settings& s = current_->settings;
-      packets.reset();
-      follower.reset();
-      if (s.mode == RunMode::Network) {
-        capture::LivePcapSource::Options options;
-        options.snaplen = s.snaplen;
-        const std::string filter = bpf();
-        packets = std::make_unique<capture::LivePcapSource>(s.interface, filter, options);
-        log::info("watching interface " + s.interface + " for knocks (filter: " + filter + ")");
-      } else {
-        capture::LogFollower::Options options;
-        options.interval = s.fileinterval;
-        follower = std::make_unique<capture::LogFollower>(s.logfile, options);
-        log::info("watching log file " + s.logfile + " for knocks (format " + s.logformat_name + ")");
-      }
-    };
-    open_source();
+    open_sources(true);
     if (const auto& user = current_->settings.user) drop_privileges(*user);
+    const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { on_observation(o); };
 
-    auto on_line = [&](std::string_view line) {
-      const auto o = current_->settings.logformat->parse_line(line, wall_clock());
-      if (o) on_observation(*o);
-    };
-    auto on_packet = [&](const capture::Observation& o) { on_observation(o); };
-
+    std::vector<pollfd> fds;
     bool running = true;
     while (running) {
+      const double now = wall_clock();
       double wait = 1.0;
-        if (auto due = current_->engine->next_due()) wait = std::min(wait, *due);
+      if (auto due = current_->engine->next_due()) wait = std::min(wait, *due);
       wait = std::min(wait, current_->engine->next_tick_in());
-      if (follower) wait = std::min(wait, follower->next_check_in());
+      fds.clear();
+      fds.push_back({signal_fd, POLLIN, 0});
+      fds.push_back({runner_ ? runner_->poll_fd() : -1, POLLIN, 0});
+      for (const auto& src : sources_) {
+        fds.push_back({src->fd(), POLLIN, 0});
+        const double t = src->next_timeout(now);
+        if (t >= 0) wait = std::min(wait, t);
+      }
       // A child's exit closes its stderr pipe slightly before waitpid() can collect it.
       if (runner_ && runner_->busy()) wait = std::min(wait, 0.005);
-      pollfd fds[3] = {{signal_fd, POLLIN, 0}, {-1, POLLIN, 0}, {runner_ ? runner_->poll_fd() : -1, POLLIN, 0}};
-      fds[1].fd = packets ? packets->selectable_fd() : follower->fd();
-      const int timeout_ms = static_cast<int>(std::ceil(wait * 1000));
-      if (poll(fds, 3, timeout_ms) < 0 && errno != EINTR) throw RuntimeError("poll: " + errno_message(errno));
+      const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
+      if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) throw RuntimeError("poll: " + errno_message(errno));
 
       if (fds[0].revents & POLLIN) {
         signalfd_siginfo info;
         while (read(signal_fd, &info, sizeof info) == sizeof info) {
           if (info.ssi_signo == SIGHUP) {
-            if (reload()) open_source();
+            if (reload()) open_sources(false);
           } else {
             log::info(std::string("stopping on ") + (info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"));
             running = false;
           }
         }
       }
-      if (packets && (fds[1].revents & POLLIN)) packets->dispatch(on_packet, 4096);
-      if (follower && ((fds[1].revents & POLLIN) || follower->next_check_in() <= 0)) follower->read_lines(on_line);
+      // Every ready source gets one budget: a flooded source cannot starve the others.
+      const double before_dispatch = wall_clock();
+      for (std::size_t i = 0; i < sources_.size() && i + 2 < fds.size(); ++i) {
+        capture::Source& src = *sources_[i];
+        if (fds[i + 2].fd != src.fd()) continue;  // a reload replaced the sources this turn
+        if ((fds[i + 2].revents & (POLLIN | POLLERR)) || src.next_timeout(before_dispatch) == 0)
+          src.dispatch(on_packet, 4096);
+      }
 
       const double after = wall_clock();
       current_->engine->run_due();
@@ -343,8 +575,8 @@ class Daemon {
       tracker_->expire(after);
       if (auto summary = tracker_->summary_due(after)) {
         log::info(*summary);
-        if (packets) log::info(describe(packets->stats()));
-        if (follower) log::info(describe(follower->stats()));
+        for (const auto& src : sources_) log_source(*src);
+        log_refusals();
       }
     }
     // Commands already started get stopwait to finish; whatever is still running or waiting
@@ -359,10 +591,18 @@ class Daemon {
       if (runner_) runner_->kill_all();
       current_->engine->reap();
     }
+    log_refusals();
     current_->engine->save();
     close(signal_fd);
     log::info("stopped");
     return kExitOk;
+  }
+
+  // A source's summary line: pcap and log files as before; the others say it themselves.
+  void log_source(capture::Source& src) {
+    if (auto* pcap = dynamic_cast<capture::PcapSource*>(&src)) return log::info(describe(pcap->packets().stats()));
+    if (auto* file = dynamic_cast<capture::LogSource*>(&src)) return log::info(describe(file->follower().stats()));
+    log::info(src.describe() + "; " + describe_ignored());
   }
 
   // SIGHUP: a new generation, or the old one kept when the new config fails to load.
@@ -389,8 +629,13 @@ class Daemon {
   std::unique_ptr<Generation> current_;
   Decoder decoder_;
   std::unique_ptr<tracker::Tracker> tracker_;
+  std::vector<std::unique_ptr<capture::Source>> sources_;
   std::uint64_t outside_span_ = 0;
   std::uint64_t filtered_ = 0;
+  Refusals spa_refusals_;
+  Refusals fwknop_refusals_;
+  std::uint64_t original_replayed_ = 0;
+  std::uint64_t original_replayed_reported_ = 0;
 };
 
 }  // namespace

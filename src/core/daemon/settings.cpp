@@ -1,5 +1,8 @@
 #include "daemon/settings.hpp"
 
+#include "rules/engine.hpp"
+#include "util/log.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,17 +20,51 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 29> kKnownKeys = {
-    "runmode",  "logfile",   "fileinterval", "uselogformat", "logformat",  "interface",
-    "snapshotsize", "useethfilter", "ethfilter", "knock",  "portspan",   "encrypt",
-    "key",      "keyfile",   "cipher",       "iv",           "actions",    "template",
-    "statecache", "usecache", "knocktimeout", "maxsources",  "user",       "summaryinterval",
-    "protectedshare", "stateexpire", "syncinterval", "maxpending", "stopwait",
+constexpr std::array<std::string_view, 33> kKnownKeys = {
+    "runmode",
+    "logfile",
+    "fileinterval",
+    "uselogformat",
+    "logformat",
+    "interface",
+    "snapshotsize",
+    "useethfilter",
+    "ethfilter",
+    "knock",
+    "portspan",
+    "encrypt",
+    "key",
+    "keyfile",
+    "cipher",
+    "iv",
+    "actions",
+    "template",
+    "statecache",
+    "usecache",
+    "knocktimeout",
+    "maxsources",
+    "user",
+    "summaryinterval",
+    "protectedshare",
+    "stateexpire",
+    "syncinterval",
+    "maxpending",
+    "stopwait",
+    "proto",
+    "nflog_group",
+    "listen",
+    "replaykeep",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
 
 bool is_block_key(std::string_view key) {
-  return std::find(kBlocks.begin(), kBlocks.end(), key) != kBlocks.end();
+  return std::find(kBlocks.begin(), kBlocks.end(), key) != kBlocks.end() || key == "client" || key == "fwknop";
+}
+
+bool known_key(std::string_view key) {
+  return std::find(kKnownKeys.begin(), kKnownKeys.end(), key) != kKnownKeys.end() ||
+         std::find(spa::kDaemonKeys.begin(), spa::kDaemonKeys.end(), key) != spa::kDaemonKeys.end() ||
+         std::find(fwknop::kDaemonKeys.begin(), fwknop::kDaemonKeys.end(), key) != fwknop::kDaemonKeys.end();
 }
 
 double parse_number(const config::Value& root, std::string_view key, double fallback, double min, double max) {
@@ -67,8 +104,7 @@ const config::Value& named_block(const config::Value& root, std::string_view blo
 
 void check_keys(const config::Value& root) {
   for (const auto& [key, value] : root.members()) {
-    const bool known = std::find(kKnownKeys.begin(), kKnownKeys.end(), key) != kKnownKeys.end();
-    if (!known) {
+    if (!known_key(key)) {
       const Location where = value.is_array() ? value.items().front().where() : value.where();
       throw ConfigError(where, "unknown key '" + key + "'");
     }
@@ -93,13 +129,40 @@ Settings load_settings(const config::Value& root) {
     s.mode = RunMode::Network;
   } else if (mode == "file") {
     s.mode = RunMode::File;
+  } else if (mode == "nflog") {
+    s.mode = RunMode::Nflog;
   } else {
-    throw ConfigError(root.where_of("runmode"), "runmode = " + mode + ": expected network or file");
+    throw ConfigError(root.where_of("runmode"), "runmode = " + mode + ": expected network, file or nflog");
   }
 
-  // Both modes' keys are validated whichever mode is used, so -check catches them early.
-  s.interface = root.scalar("interface").value_or("any");
-  if (s.interface.empty()) s.interface = "any";
+  // Every mode's keys are validated whichever mode is used, so -check catches them early.
+  if (root.find("interface") != nullptr) {
+    s.interfaces.clear();
+    for (const config::Value* item : root.all("interface")) {
+      if (!item->is_string()) throw ConfigError(item->where(), "interface must be a value");
+      for (const auto& name : split_words(item->text())) {
+        if (name.size() > 15 || name.find('/') != std::string::npos)
+          throw ConfigError(item->where(), "interface '" + name + "': not an interface name");
+        if (std::find(s.interfaces.begin(), s.interfaces.end(), name) != s.interfaces.end())
+          throw ConfigError(item->where(), "interface " + name + " is given twice");
+        s.interfaces.push_back(name);
+      }
+    }
+    if (s.interfaces.empty()) s.interfaces = {"any"};
+    if (s.interfaces.size() > 16) throw ConfigError(root.where_of("interface"), "at most 16 interfaces");
+  }
+  s.nflog_group = static_cast<int>(parse_number(root, "nflog_group", -1, 0, 65535));
+  if (s.mode == RunMode::Nflog && s.nflog_group < 0)
+    throw ConfigError(root.where_of("runmode"), "runmode = nflog needs nflog_group = N (the firewall rule's --nflog-group)");
+  for (const config::Value* item : root.all("listen")) {
+    if (!item->is_string()) throw ConfigError(item->where(), "listen must be a value");
+    auto address = capture::parse_listen(item->text(), spa::kDefaultPort);
+    if (!address)
+      throw ConfigError(item->where(), "listen = '" + item->text() +
+                                           "': expected ADDRESS:PORT, e.g. 0.0.0.0:62202 or [::]:62202");
+    s.listen.push_back(*address);
+    if (s.listen.size() > 16) throw ConfigError(item->where(), "at most 16 listen addresses");
+  }
   s.snaplen = static_cast<int>(parse_number(root, "snapshotsize", 1500, 64, 262144));
   if (auto name = root.scalar("useethfilter")) {
     s.ethfilter_name = *name;
@@ -139,8 +202,51 @@ Settings load_settings(const config::Value& root) {
     codec.key_where = root.where_of("keyfile");
   }
   s.codec = std::make_unique<codec::KnockCodec>(codec);
+  s.original_iv = codec.encrypt && codec.iv;
+  if (auto keep = root.scalar("replaykeep")) {
+    auto seconds = rules::parse_delay(*keep, 3650.0 * 86400);
+    if (!seconds || *seconds <= 0)
+      throw ConfigError(root.where_of("replaykeep"), "bad replaykeep '" + *keep + "' (e.g. 30d; at most 10 years)");
+    s.replay_keep = *seconds;
+  }
 
-  s.tracker.knock_length = s.codec->ports_per_knock();
+  // Authenticated single-packet knocks: one <client NAME> block per key.
+  s.spa_settings = spa::settings_from_config(root);
+  s.keyring = std::make_unique<spa::KeyRing>(spa::KeyRing::from_config(root));
+  if (s.keyring->size() != 0)
+    s.spa = std::make_unique<spa::Verifier>(*s.keyring, s.spa_settings.cipher, s.codec->format(), s.spa_settings.window,
+                                            s.spa_settings.cipher_where);
+  if (auto proto = root.scalar("proto")) {
+    if (*proto == "spa") {
+      s.spa_ports = true;
+    } else if (*proto != "original") {
+      throw ConfigError(root.where_of("proto"), "proto = " + *proto + ": expected spa or original");
+    }
+  }
+  if (s.spa_ports && !s.spa)
+    throw ConfigError(root.where_of("proto"), "proto = spa needs at least one <client NAME> block with its key");
+  // fwknop's packets: one <fwknop NAME> block per key pair.
+  s.fwknop_settings = fwknop::settings_from_config(root);
+  s.stanzas = std::make_unique<fwknop::Stanzas>(fwknop::Stanzas::from_config(root));
+  if (!s.stanzas->empty()) s.fwknop = std::make_unique<fwknop::Verifier>(*s.stanzas, s.fwknop_settings.window);
+  if (s.spa && s.fwknop && s.spa_settings.port == s.fwknop_settings.port)
+    throw ConfigError(root.where_of("fwknopport"), "spaport and fwknopport must differ");
+
+  // Settings that let an observer forge or replay a port knock of the original format.
+  if (!s.spa_ports) {
+    if (!codec.encrypt)
+      log::warning(codec.encrypt_where.str() + ": encrypt = no: anyone who sees a knock can make one for any "
+                                               "address (use <client> blocks and proto = spa)");
+    else if (!codec.iv)
+      log::warning(codec.iv_where.str() + ": iv = no: a knock seen once can be replayed (use iv = yes, or "
+                                          "<client> blocks and proto = spa)");
+    if (s.codec->format().byte_length() < 8)
+      log::warning(root.where_of("knock").str() + ": a knock of " + std::to_string(s.codec->format().byte_length()) +
+                   " bytes is under one cipher block: easier to guess or forge");
+  }
+
+  s.tracker.knock_length = s.spa_ports ? codec::ports_for_bytes(s.codec->span(), s.spa->message_bytes())
+                                       : s.codec->ports_per_knock();
   s.tracker.knock_timeout = parse_number(root, "knocktimeout", 30, 0.001, tracker::kMaxKnockTimeout);
   s.tracker.max_sources = static_cast<std::size_t>(
       parse_number(root, "maxsources", 0, 0, static_cast<double>(tracker::kMaxSources)));

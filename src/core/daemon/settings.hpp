@@ -4,21 +4,26 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "capture/ethfilter.hpp"
 #include "capture/logformat.hpp"
+#include "capture/udp_source.hpp"
+#include "codec/fwknop.hpp"
+#include "codec/keys.hpp"
+#include "codec/spa.hpp"
 #include "codec/codec.hpp"
 #include "config/tree.hpp"
 #include "tracker/tracker.hpp"
 
 namespace knock::daemon {
 
-enum class RunMode { Network, File };
+enum class RunMode { Network, File, Nflog };
 
 struct Settings {
   RunMode mode = RunMode::Network;
-  // network mode
-  std::string interface = "any";
+  // network mode: one capture per interface (`interface = eth0 eth1`, or the key repeated)
+  std::vector<std::string> interfaces = {"any"};
   int snaplen = 1500;
   std::string ethfilter_name;
   std::unique_ptr<capture::EthFilter> ethfilter;
@@ -27,8 +32,24 @@ struct Settings {
   double fileinterval = 0.5;
   std::string logformat_name;
   std::unique_ptr<capture::LogFormat> logformat;
-  // the knock
+  // nflog mode
+  int nflog_group = -1;
+  // UDP sockets for single-packet knocks (`listen = 0.0.0.0:62202`, repeatable), in every mode
+  std::vector<capture::ListenAddress> listen;
+  // the knock: the original's format...
   std::unique_ptr<codec::KnockCodec> codec;
+  bool original_iv = false;    // encrypt = yes and iv = yes: knocks carry a fresh IV each
+  double replay_keep = 30.0 * 86400;  // replaykeep: how long such a knock's identity is kept
+  // ...or, with `proto = spa`, the authenticated message spelled over the span
+  bool spa_ports = false;
+  // authenticated single-packet knocks (<client NAME> blocks); null without clients
+  spa::Settings spa_settings;
+  std::unique_ptr<spa::KeyRing> keyring;
+  std::unique_ptr<spa::Verifier> spa;
+  // fwknop's packets (<fwknop NAME> blocks); null without them
+  fwknop::Settings fwknop_settings;
+  std::unique_ptr<fwknop::Stanzas> stanzas;
+  std::unique_ptr<fwknop::Verifier> fwknop;
   tracker::TrackerOptions tracker;
   // privileges
   std::optional<std::string> user;

@@ -170,7 +170,7 @@ std::optional<std::string> Engine::substitute(const std::vector<SystemPart>& par
         }
         std::string s = v.str();
         // A client's name comes from the config, whose names are letters, digits, . _ - only.
-        const bool ok = p.var == Var::ClientName ? safe_name(s) : safe_value(s);
+        const bool ok = (p.var == Var::ClientName || p.var == Var::Proto || p.var == Var::User) ? safe_name(s) : safe_value(s);
         if (s.empty() || !ok) {
           if (why) *why = std::string(var_name(p.var)) + " has the value '" + printable(s) + "', not a number or address";
           return std::nullopt;
@@ -480,9 +480,9 @@ bool Engine::refuse(const std::string& who, const std::string& why) noexcept {
 bool Engine::handle(const KnockEvent& event) noexcept {
   std::string who;
   try {
-    const Vars vars = make_vars(event.values, event.logip, event.time, event.client);
+    const Vars vars = make_vars(event.values, event.logip, event.time, event.extras);
     who = vars[Var::Ip].defined() ? vars[Var::Ip].str() : vars[Var::LogIp].str();
-    if (!event.client.empty()) who += " (client " + std::string(event.client) + ")";
+    if (!event.extras.client.empty()) who += " (client " + std::string(event.extras.client) + ")";
     // Checked by the daemon before it gets here (and counted there); again here, for safety.
     if (event.replay && replay_.contains(*event.replay)) return refuse(who, "a replay of an accepted knock");
     OverlayState staged(state_);

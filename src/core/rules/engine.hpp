@@ -47,7 +47,7 @@ struct KnockEvent {
   codec::KnockValues values;
   IpAddress logip;   // the source as seen on the wire or in the log (LOGIP)
   double time = 0;   // receive time, seconds since the epoch (packet time under -pcap)
-  std::string_view client;  // CLIENTNAME: the <client NAME> of an authenticated knock
+  KnockExtras extras;  // CLIENTNAME, PROTO, USER, CLIENT_TIMEOUT of an authenticated knock
   // The knock's replay identity (the SPA tag, or the hash of an original knock's ciphertext
   // after its IV), remembered until replay_expiry (Unix seconds) once the knock is accepted.
   std::optional<spa::Identity> replay;

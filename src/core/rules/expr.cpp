@@ -11,7 +11,7 @@ namespace {
 constexpr std::array<std::string_view, kVarCount> kVarNames = {
     "IP", "PORT", "FLAG0", "FLAG1", "FLAG2", "FLAG3", "FLAG4", "FLAG5", "FLAG6", "FLAG7",
     "FLAG8", "FLAG9", "CHECKSUM", "LOGIP", "TIME", "THISYEAR", "THISMONTH", "THISDAY",
-    "THISHOUR", "THISMINUTE", "CLIENTNAME"};
+    "THISHOUR", "THISMINUTE", "CLIENTNAME", "PROTO", "USER", "CLIENT_TIMEOUT"};
 constexpr int kMaxHeight = 256;  // of the syntax tree: bounds the evaluator's recursion
 }  // namespace
 
@@ -23,7 +23,7 @@ std::optional<Var> var_from_name(std::string_view name) {
   return std::nullopt;
 }
 
-Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time, std::string_view client) {
+Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time, const KnockExtras& extras) {
   Vars vars;
   auto put = [&](Var v, Scalar s) { vars.value[static_cast<std::size_t>(v)] = std::move(s); };
   if (auto ip = values.get(codec::Field::Ip)) put(Var::Ip, Scalar::string(IpAddress::v4(*ip).str()));
@@ -32,7 +32,10 @@ Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double 
     if (value) put(static_cast<Var>(f), Scalar::integer(*value));
   }
   put(Var::LogIp, Scalar::string(logip.str()));
-  if (!client.empty()) put(Var::ClientName, Scalar::string(std::string(client)));
+  if (!extras.client.empty()) put(Var::ClientName, Scalar::string(std::string(extras.client)));
+  if (!extras.proto.empty()) put(Var::Proto, Scalar::string(std::string(extras.proto)));
+  if (!extras.user.empty()) put(Var::User, Scalar::string(std::string(extras.user)));
+  if (extras.client_timeout) put(Var::ClientTimeout, Scalar::integer(*extras.client_timeout));
   // Keep time_t conversions defined for hostile or absent timestamps.
   double t = std::isfinite(time) ? std::floor(time) : 0.0;
   if (t < 0) t = 0;

@@ -20,9 +20,20 @@ namespace knock::rules {
 enum class Var : std::uint8_t {
   Ip, Port, Flag0, Flag1, Flag2, Flag3, Flag4, Flag5, Flag6, Flag7, Flag8, Flag9, Checksum,
   LogIp, Time, ThisYear, ThisMonth, ThisDay, ThisHour, ThisMinute,
-  ClientName,  // the <client NAME> of an authenticated knock; undef for the original format
+  ClientName,     // the <client NAME> (or <fwknop NAME>) of an authenticated knock
+  Proto,          // fwknop: the requested protocol, tcp or udp
+  User,           // fwknop: the user the client names
+  ClientTimeout,  // fwknop: the client's timeout (seconds), or the stanza's fw_access_timeout
 };
-inline constexpr std::size_t kVarCount = 21;
+inline constexpr std::size_t kVarCount = 24;
+
+// What an authenticated knock adds to its fields; empty / absent for the original format.
+struct KnockExtras {
+  std::string_view client;
+  std::string_view proto;
+  std::string_view user;
+  std::optional<std::uint32_t> client_timeout;
+};
 std::string_view var_name(Var v);
 std::optional<Var> var_from_name(std::string_view name);
 
@@ -33,9 +44,8 @@ struct Vars {
 };
 // IP as a dotted quad, LOGIP as text, TIME the whole seconds of `time`, THIS* from `time` in
 // local time (never the wall clock).
-// CLIENTNAME is `client` when not empty.
 Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time,
-               std::string_view client = {});
+               const KnockExtras& extras = {});
 
 // Where state(...) reads and writes.
 class StateStore {
