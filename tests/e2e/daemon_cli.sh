@@ -63,6 +63,18 @@ bad 12 's/^<template open>/<template other>/'        # unknown template, reporte
 bad 5 '/^key /d'                                     # encrypt = yes without a key
 bad 2 's/^interface.*/snapshotsize = many/'          # bad number
 
+# Settings that let an observer forge or replay a knock pass -check with a warning at their line.
+grep -q "warning" <<<"$out" && fail "the good config (iv = yes) got a warning: $out"
+sed 's/^iv .*/iv = no/' "$tmp/good.conf" >"$tmp/noiv.conf"; chmod 600 "$tmp/noiv.conf"
+expect_exit 0 "$D" -check -conf "$tmp/noiv.conf"
+grep -q "noiv.conf:[0-9]*: iv = no: a knock seen once can be replayed" <<<"$out" || fail "iv = no: no warning: $out"
+sed 's/^encrypt .*/encrypt = no/' "$tmp/good.conf" >"$tmp/noenc.conf"; chmod 600 "$tmp/noenc.conf"
+expect_exit 0 "$D" -check -conf "$tmp/noenc.conf"
+grep -q "noenc.conf:[0-9]*: encrypt = no: anyone who sees a knock can make one" <<<"$out" || fail "encrypt = no: $out"
+sed 's/^knock .*/knock = PORT,FLAG0/' "$tmp/good.conf" >"$tmp/short.conf"; chmod 600 "$tmp/short.conf"
+expect_exit 0 "$D" -check -conf "$tmp/short.conf"
+grep -q "short.conf:[0-9]*: a knock of 3 bytes is under one cipher block" <<<"$out" || fail "short knock: $out"
+
 # A config other users can write is refused, as sshd does.
 chmod 666 "$tmp/good.conf"
 expect_exit 2 "$D" -check -conf "$tmp/good.conf"
