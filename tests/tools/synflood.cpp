@@ -2,7 +2,11 @@
 // sendmmsg() batches, for the flood tests. Needs CAP_NET_RAW; run it inside a test namespace.
 //
 //   synflood --dst ADDR --ports LO-HI --count N [--rate PPS] [--max-seconds S] [--v6]
-//            [--batch B] [--progress SECONDS]
+//            [--batch B] [--progress SECONDS] [--udp BYTES [--prefix HEX]]
+//
+// --udp BYTES: UDP datagrams with BYTES of pseudo-random payload instead of SYNs (a flood of
+// forged single-packet knocks); --prefix HEX fixes the payload's first bytes (e.g. the SPA magic
+// and a real key id, so every datagram costs the daemon a full tag check).
 //
 // Sources: IPv4 from 198.18.0.0/15 without 198.18.0.0/24, 198.18.1.0/24 and 198.18.2.0/24
 // (the test hosts), 130,304 addresses, reused in turn when N is larger; with --v6 (ADDR must
@@ -96,9 +100,36 @@ void tcp_syn(std::uint8_t* p, std::uint16_t sport, std::uint16_t dport, std::uin
 constexpr std::size_t kV4Len = 40;
 constexpr std::size_t kV6Len = 60;
 
+struct UdpMode {
+  std::size_t payload = 0;  // 0: SYNs
+  std::vector<std::uint8_t> prefix;
+};
+
+// An 8-byte UDP header and its payload at p for packet i; returns the UDP length. The checksum
+// covers the pseudo-header whose partial sum is `acc`.
+std::size_t udp_datagram(std::uint8_t* p, std::uint64_t i, std::uint16_t sport, std::uint16_t dport,
+                         const UdpMode& udp, std::uint32_t acc) {
+  const std::size_t len = 8 + udp.payload;
+  put16(p, sport);
+  put16(p + 2, dport);
+  put16(p + 4, static_cast<std::uint16_t>(len));
+  put16(p + 6, 0);
+  std::uint64_t x = (i + 7) * 0xD1B54A32D192ED03ull;
+  for (std::size_t k = 0; k < udp.payload; ++k) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    p[8 + k] = k < udp.prefix.size() ? udp.prefix[k] : static_cast<std::uint8_t>(x);
+  }
+  acc += IPPROTO_UDP + static_cast<std::uint32_t>(len);
+  std::uint16_t sum = fold(sum16(p, len, acc));
+  put16(p + 6, sum == 0 ? 0xFFFF : sum);
+  return len;
+}
+
 // Fills buf with packet number i (IPv4 or IPv6 + TCP SYN). Returns its length.
 std::size_t build(std::uint8_t* buf, std::uint64_t i, bool v6, const std::uint8_t* dst, std::uint16_t lo,
-                  std::uint32_t nports) {
+                  std::uint32_t nports, const UdpMode& udp) {
   // A cheap mix so source ports and sequence numbers differ from packet to packet.
   std::uint64_t x = (i + 1) * 0x9E3779B97F4A7C15ull;
   x ^= x >> 29;
@@ -115,6 +146,13 @@ std::size_t build(std::uint8_t* buf, std::uint64_t i, bool v6, const std::uint8_
     ip[9] = IPPROTO_TCP;
     put32(ip + 12, kPoolBase + static_cast<std::uint32_t>(i % kPoolSize));
     std::memcpy(ip + 16, dst, 4);
+    if (udp.payload != 0) {
+      ip[9] = IPPROTO_UDP;
+      const std::size_t len = udp_datagram(ip + 20, i, sport, dport, udp, sum16(ip + 12, 8));
+      put16(ip + 2, static_cast<std::uint16_t>(20 + len));
+      put16(ip + 10, fold(sum16(ip, 20)));
+      return 20 + len;
+    }
     put16(ip + 10, fold(sum16(ip, 20)));
     std::uint8_t* tcp = ip + 20;
     tcp_syn(tcp, sport, dport, seq);
@@ -133,6 +171,12 @@ std::size_t build(std::uint8_t* buf, std::uint64_t i, bool v6, const std::uint8_
   std::memcpy(ip + 8, prefix, 5);
   for (int k = 0; k < 8; ++k) ip[8 + 15 - k] = static_cast<std::uint8_t>(i >> (8 * k));
   std::memcpy(ip + 24, dst, 16);
+  if (udp.payload != 0) {
+    ip[6] = IPPROTO_UDP;
+    const std::size_t len = udp_datagram(ip + 40, i, sport, dport, udp, sum16(ip + 8, 32));
+    put16(ip + 4, static_cast<std::uint16_t>(len));
+    return 40 + len;
+  }
   std::uint8_t* tcp = ip + 40;
   tcp_syn(tcp, sport, dport, seq);
   std::uint32_t acc = sum16(ip + 8, 32);
@@ -148,6 +192,7 @@ int main(int argc, char** argv) {
   std::uint64_t count = 0, batch = 256;
   double rate = 0, max_seconds = 120, progress = 0;
   bool v6 = false;
+  UdpMode udp;
   for (int i = 1; i < argc; ++i) {
     const std::string opt = argv[i];
     if (opt == "--v6") {
@@ -163,10 +208,17 @@ int main(int argc, char** argv) {
     else if (opt == "--max-seconds") max_seconds = seconds_of(opt, value);
     else if (opt == "--batch") batch = number(opt, value);
     else if (opt == "--progress") progress = seconds_of(opt, value);
+    else if (opt == "--udp") udp.payload = number(opt, value);
+    else if (opt == "--prefix") {
+      if (value.size() % 2 != 0) usage("--prefix needs hex digit pairs");
+      for (std::size_t k = 0; k < value.size(); k += 2) udp.prefix.push_back(static_cast<std::uint8_t>(std::stoul(value.substr(k, 2), nullptr, 16)));
+    }
     else usage("unknown option " + opt);
   }
   if (dst_text.empty() || ports_text.empty() || count == 0) usage("--dst, --ports and --count are required");
   if (batch == 0 || batch > 1024) usage("--batch must be 1..1024");
+  if (udp.payload > 1400) usage("--udp: at most 1400 bytes");
+  if (udp.prefix.size() > udp.payload) usage("--prefix longer than the payload");
   const auto dst = knock::IpAddress::parse(dst_text);
   if (!dst) usage("bad address " + dst_text);
   if (dst->is_v4() == v6) usage(v6 ? "--v6 needs an IPv6 --dst" : "an IPv6 --dst needs --v6");
@@ -210,7 +262,7 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
-  const std::size_t plen = v6 ? kV6Len : kV4Len;
+  const std::size_t plen = (v6 ? kV6Len : kV4Len) + udp.payload;
   std::vector<std::uint8_t> bufs(batch * plen);
   std::vector<iovec> iov(batch);
   std::vector<mmsghdr> msgs(batch);
@@ -239,7 +291,7 @@ int main(int argc, char** argv) {
     }
     for (std::uint64_t k = 0; k < n; ++k) {
       std::uint8_t* p = bufs.data() + k * plen;
-      iov[k] = {p, build(p, sent + k, v6, dst->bytes(), static_cast<std::uint16_t>(lo), nports)};
+      iov[k] = {p, build(p, sent + k, v6, dst->bytes(), static_cast<std::uint16_t>(lo), nports, udp)};
       msgs[k] = {};
       msgs[k].msg_hdr.msg_name = &to;
       msgs[k].msg_hdr.msg_namelen = to_len;

@@ -498,7 +498,9 @@ class Daemon {
   // A source that cannot be opened on a reload is logged and skipped (the others keep working).
   void open_sources(bool initial) {
     std::vector<std::unique_ptr<capture::Source>> next;
-    for (auto& [key, make] : wanted_sources()) {
+    for (auto& wanted : wanted_sources()) {
+      const std::string& key = wanted.first;
+      auto& make = wanted.second;
       auto same = std::find_if(sources_.begin(), sources_.end(), [&](const auto& src) { return src && src->key() == key; });
       if (same != sources_.end()) {
         next.push_back(std::move(*same));
@@ -576,6 +578,10 @@ class Daemon {
       if (auto summary = tracker_->summary_due(after)) {
         log::info(*summary);
         for (const auto& src : sources_) log_source(*src);
+      }
+      // Single-packet refusals have their own summary: no port reaches the tracker for them.
+      if (after >= next_refusal_summary_) {
+        next_refusal_summary_ = after + std::max(1.0, current_->settings.tracker.summary_interval);
         log_refusals();
       }
     }
@@ -636,6 +642,7 @@ class Daemon {
   Refusals fwknop_refusals_;
   std::uint64_t original_replayed_ = 0;
   std::uint64_t original_replayed_reported_ = 0;
+  double next_refusal_summary_ = 0;
 };
 
 }  // namespace
