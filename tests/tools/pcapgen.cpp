@@ -9,6 +9,7 @@
 // --flood: N SYNs into the span ports of the knocks, each from a different spoofed source
 //          (198.18.0.0/15 first, then 2001:db8::/32), at RATE packets per second from T0.
 // --noise: N SYNs to ports outside 1024-65535 from random sources (traffic a BPF filter drops).
+// --datagram SRC@T:PORT:HEX: one UDP datagram carrying HEX (review2).
 // --vlan:  knock frames carry this 802.1Q tag (Ethernet and cooked captures).
 // --ipopts: knock packets carry IPv4 options (a record-route option).
 // --junk:  N malformed frames (truncated headers, ARP, bad IP versions) before each knock port.
@@ -123,6 +124,23 @@ int main(int argc, char** argv) {
         events.push_back({t0 + step * static_cast<double>(k), spec});
         span_ports.push_back(ports[k]);
       }
+    } else if (opt == "--datagram") {
+      // SRC@T:PORT:HEX: one UDP datagram with this payload (an SPA or fwknop message).
+      const auto at = value.find('@');
+      const auto c1 = value.find(':', at);
+      const auto c2 = value.find(':', c1 + 1);
+      if (at == std::string::npos || c1 == std::string::npos || c2 == std::string::npos) usage("bad --datagram " + value);
+      const IpAddress src = address(value.substr(0, at));
+      capture::PacketSpec spec;
+      spec.source = src;
+      spec.destination = src.is_v4() ? server : server6;
+      spec.source_port = static_cast<std::uint16_t>(30000 + rng() % 30000);
+      spec.dest_port = static_cast<std::uint16_t>(std::stoul(value.substr(c1 + 1, c2 - c1 - 1)));
+      spec.protocol = capture::kProtoUdp;
+      const std::string hex = value.substr(c2 + 1);
+      for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+        spec.payload.push_back(static_cast<std::uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+      events.push_back({std::stod(value.substr(at + 1, c1 - at - 1)), spec});
     } else if (opt == "--flood" || opt == "--noise") {
       const auto at = value.find('@');
       const auto c1 = value.find(':', at);
