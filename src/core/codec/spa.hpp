@@ -46,6 +46,10 @@ inline constexpr std::size_t kMaxMessageBytes = kNonceOffset + kMaxNonceBytes + 
 inline constexpr std::uint16_t kDefaultPort = 62202;    // UDP; fwknop uses 62201
 inline constexpr std::uint32_t kDefaultWindow = 60;     // seconds either side of the receiver's clock
 inline constexpr std::size_t kDefaultReplayCapacity = 65536;
+// How long an accepted message's identity is kept: the widest window any configuration may set
+// (spawindow and fwknopwindow are at most a day), so that widening the window in a reload or a
+// restart never lets a message that was accepted before verify and pass again.
+inline constexpr std::int64_t kReplayKeep = 86400;
 
 std::size_t header_bytes(Cipher cipher) noexcept;  // 37 or 25
 // header + packed fields + tag: 53 + P or 41 + P bytes for a format of P bytes.

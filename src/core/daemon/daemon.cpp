@@ -184,11 +184,13 @@ class Daemon {
     options.load_cache = initial;
     options.fresh = fresh_;
     options.now = wall_clock();
+    options.replay_capacity = g->settings.spa_settings.replay_capacity;
     // A cache written after the drop to `user` belongs to that user: accept it at the next start.
     if (g->settings.user) {
       if (const passwd* pw = ::getpwnam(g->settings.user->c_str())) options.cache_owner = static_cast<long>(pw->pw_uid);
     }
     g->engine = std::make_unique<rules::Engine>(g->root, options);
+    for (const auto& warning : g->settings.warnings) log::warning(warning);
     // libnftables opens its netlink socket without SOCK_CLOEXEC (in nft_ctx_new, while the
     // engine is built): no command may inherit it.
     mark_all_close_on_exec();
@@ -213,8 +215,10 @@ class Daemon {
   int run() {
     adopt(load());
     const Settings& s = current_->settings;
-    log::info("knock: " + std::to_string(s.codec->wire_bytes()) + " bytes in " +
-              std::to_string(s.codec->ports_per_knock()) + " ports of a " + std::to_string(s.codec->span().size()) +
+    const std::size_t knock_bytes = s.spa_ports ? s.spa->message_bytes() : s.codec->wire_bytes();
+    log::info(std::string(s.spa_ports ? "knock (authenticated message): " : "knock: ") + std::to_string(knock_bytes) +
+              " bytes in " + std::to_string(tracker_->knock_length()) + " ports of a " +
+              std::to_string(s.codec->span().size()) +
               "-port span; tracking up to " + std::to_string(tracker_->max_sources()) + " sources (" +
               std::to_string(tracker_->allocated_bytes() / 1024) + " KiB)");
     if (pcap_file_) return run_capture_file();
@@ -284,8 +288,8 @@ class Daemon {
     event.logip = o.source;
     event.time = o.time;
     event.extras.client = v.client_name;
-    event.replay = v.identity;
-    event.replay_expiry = static_cast<std::int64_t>(v.send_time) + current_->settings.spa->window();
+    event.add_replay(v.identity);
+    event.replay_expiry = static_cast<std::int64_t>(v.send_time) + spa::kReplayKeep;
     const std::string fields = describe_knock(*current_->settings.codec, v.values);
     log::info("knock from " + o.source.str() + " (client " + std::string(v.client_name) + ", " + how + "): " + fields);
     if (test_mode_) std::cout << "knock from " << o.source.str() << " (client " << v.client_name << "): " << fields << std::endl;
@@ -315,8 +319,8 @@ class Daemon {
       event.extras.user = v.user();
       if (v.port_count != 0) event.extras.proto = fwknop::proto_name(v.ports[0].proto);
       event.extras.client_timeout = v.has_client_timeout ? v.client_timeout : v.fw_access_timeout;
-      event.replay = v.identity;
-      event.replay_expiry = v.timestamp + current_->settings.fwknop->window();
+      event.add_replay(v.identity);
+      event.replay_expiry = v.timestamp + spa::kReplayKeep;
       log::info("knock from " + o.source.str() + " (fwknop " + std::string(v.stanza_name) + ", user " +
                 std::string(v.user()) + "): " + describe_knock(*current_->settings.codec, event.values));
       current_->engine->handle(event);
@@ -331,12 +335,14 @@ class Daemon {
     event.values = values;
     event.logip = o.source;
     event.time = o.time;
-    // iv = yes: every honest knock has a fresh IV, so its ciphertext after the IV is new; one
-    // seen before is a replay, or the IV-rewriting forgery (facts.md): refused either way.
+    // iv = yes: every honest knock has a fresh IV, so each of its ciphertext blocks after the
+    // IV is new. A knock with a block seen before is a replay, the IV-rewriting forgery, or a
+    // cut-and-paste of captured blocks (facts.md): refused in every case.
     if (s.original_iv && decoder_.byte_count > 16) {
-      event.replay = spa::ReplayCache::identity_of(std::span(decoder_.bytes.data() + 16, decoder_.byte_count - 16));
+      for (std::size_t at = 16; at + 8 <= decoder_.byte_count; at += 8)
+        event.add_replay(spa::ReplayCache::identity_of(std::span(decoder_.bytes.data() + at, 8)));
       event.replay_expiry = static_cast<std::int64_t>(o.time + s.replay_keep);
-      if (current_->engine->replayed(*event.replay)) {
+      if (current_->engine->replayed(event)) {
         ++original_replayed_;
         return;
       }

@@ -156,7 +156,8 @@ Settings load_settings(const config::Value& root) {
     throw ConfigError(root.where_of("runmode"), "runmode = nflog needs nflog_group = N (the firewall rule's --nflog-group)");
   for (const config::Value* item : root.all("listen")) {
     if (!item->is_string()) throw ConfigError(item->where(), "listen must be a value");
-    auto address = capture::parse_listen(item->text(), spa::kDefaultPort);
+    // Without a port: spaport's (read here too, as the <client> blocks are later).
+    auto address = capture::parse_listen(item->text(), spa::settings_from_config(root).port);
     if (!address)
       throw ConfigError(item->where(), "listen = '" + item->text() +
                                            "': expected ADDRESS:PORT, e.g. 0.0.0.0:62202 or [::]:62202");
@@ -210,6 +211,19 @@ Settings load_settings(const config::Value& root) {
     s.replay_keep = *seconds;
   }
 
+  // A key written in a block (<client>, <fwknop>) of a file every user can read is no secret.
+  for (const char* block : {"client", "fwknop"}) {
+    const config::Value* blocks = root.find(block);
+    if (blocks == nullptr || !blocks->is_object()) continue;
+    for (const auto& [name, body] : blocks->members()) {
+      if (!body.is_object()) continue;
+      for (const char* key : {"key", "passphrase", "key_base64", "hmac_key", "hmac_key_base64"})
+        if (body.find(key) != nullptr) {
+          const Location at = body.where_of(key);
+          check_secret_not_readable_by_others(at.file, at);
+        }
+    }
+  }
   // Authenticated single-packet knocks: one <client NAME> block per key.
   s.spa_settings = spa::settings_from_config(root);
   s.keyring = std::make_unique<spa::KeyRing>(spa::KeyRing::from_config(root));
@@ -232,16 +246,30 @@ Settings load_settings(const config::Value& root) {
   if (s.spa && s.fwknop && s.spa_settings.port == s.fwknop_settings.port)
     throw ConfigError(root.where_of("fwknopport"), "spaport and fwknopport must differ");
 
+  // A datagram both captured and received on a socket would be seen twice (and its second copy
+  // counted as a replay).
+  if (s.mode == RunMode::Network)
+    for (const auto& address : s.listen)
+      if ((s.spa && address.port == s.spa_settings.port) || (s.fwknop && address.port == s.fwknop_settings.port))
+        s.warnings.push_back(root.where_of("listen").str() + ": listen on " + address.str() +
+                     " while runmode = network also captures that port: each datagram the firewall lets "
+                     "through is seen twice (the second copy counts as a replay)");
+  // Replays are refused by identities kept in the state cache: without it, a restart forgets them.
+  const bool cache = parse_yes_no(root.scalar("usecache").value_or("no")).value_or(false);
+  if (!cache && (s.spa || s.fwknop || (s.original_iv && !s.spa_ports)))
+    s.warnings.push_back(root.where_of("knock").str() + ": without usecache = yes the knocks accepted so far are "
+                                                "forgotten at every restart, and can then be replayed once");
   // Settings that let an observer forge or replay a port knock of the original format.
   if (!s.spa_ports) {
+    const Location knock_at = root.where_of("knock");
     if (!codec.encrypt)
-      log::warning(codec.encrypt_where.str() + ": encrypt = no: anyone who sees a knock can make one for any "
+      s.warnings.push_back((codec.encrypt_where.file.empty() ? knock_at : codec.encrypt_where).str() + ": encrypt = no: anyone who sees a knock can make one for any "
                                                "address (use <client> blocks and proto = spa)");
     else if (!codec.iv)
-      log::warning(codec.iv_where.str() + ": iv = no: a knock seen once can be replayed (use iv = yes, or "
+      s.warnings.push_back((codec.iv_where.file.empty() ? knock_at : codec.iv_where).str() + ": iv = no: a knock seen once can be replayed (use iv = yes, or "
                                           "<client> blocks and proto = spa)");
     if (s.codec->format().byte_length() < 8)
-      log::warning(root.where_of("knock").str() + ": a knock of " + std::to_string(s.codec->format().byte_length()) +
+      s.warnings.push_back(root.where_of("knock").str() + ": a knock of " + std::to_string(s.codec->format().byte_length()) +
                    " bytes is under one cipher block: easier to guess or forge");
   }
 

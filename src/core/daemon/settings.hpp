@@ -51,6 +51,9 @@ struct Settings {
   std::unique_ptr<fwknop::Stanzas> stanzas;
   std::unique_ptr<fwknop::Verifier> fwknop;
   tracker::TrackerOptions tracker;
+  // "FILE:LINE: what is weak" for settings that let knocks be forged or replayed; logged once the
+  // whole configuration is known to be valid (so an error stays one clear line).
+  std::vector<std::string> warnings;
   // privileges
   std::optional<std::string> user;
 };

@@ -37,7 +37,7 @@ bool safe_value(std::string_view v) {
 bool safe_name(std::string_view v) {
   if (v.empty() || v.size() > 64) return false;
   for (char c : v)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' || c == '@'))
       return false;
   return true;
 }
@@ -366,7 +366,7 @@ void Engine::load_cache_settings(const config::Value& root) {
     auto seconds = parse_delay(*interval, 3600);
     if (!seconds)
       throw ConfigError(root.where_of("syncinterval"), "bad syncinterval '" + printable(*interval) +
-                                                           "' (seconds with a unit, e.g. 1s, 500ms is not allowed; at most 1h)");
+                                                           "' (minutes, or with a unit: 1s, 5m; at most 1h)");
     sync_interval_ = *seconds;
   }
   if (auto max = root.scalar("maxpending")) {
@@ -444,7 +444,9 @@ void Engine::load_cache_settings(const config::Value& root) {
 bool Engine::save() noexcept {
   if (!cache_) return true;
   try {
-    replay_.expire(static_cast<std::int64_t>(clock_->wall()));
+    // A few seconds of slack: a message judged in its window by its packet's time stays
+    // remembered even when the wall clock has just passed its expiry.
+    replay_.expire(static_cast<std::int64_t>(clock_->wall()) - 5);
     const double mono = clock_->mono();
     if (auto err = cache_->snapshot(state_, scheduler_.pending(clock_->wall(), mono), replay_.save())) {
       ++snapshot_failures_;
@@ -484,7 +486,7 @@ bool Engine::handle(const KnockEvent& event) noexcept {
     who = vars[Var::Ip].defined() ? vars[Var::Ip].str() : vars[Var::LogIp].str();
     if (!event.extras.client.empty()) who += " (client " + std::string(event.extras.client) + ")";
     // Checked by the daemon before it gets here (and counted there); again here, for safety.
-    if (event.replay && replay_.contains(*event.replay)) return refuse(who, "a replay of an accepted knock");
+    if (replayed(event)) return refuse(who, "a replay of an accepted knock");
     OverlayState staged(state_);
     std::ostream& out = options_.test_output ? *options_.test_output : std::cout;
     const double mono = clock_->mono();
@@ -552,20 +554,20 @@ bool Engine::handle(const KnockEvent& event) noexcept {
     if (state_.size() + staged.missing_nodes() > state_.limits().max_entries)
       return refuse(who, "the state is full (" + std::to_string(state_.limits().max_entries) + " keys)");
     // The identity is used up now, even if recording fails below (then the sender knocks anew).
-    if (event.replay) {
-      const auto now_s = static_cast<std::int64_t>(clock_->wall());
-      if (replay_.insert(*event.replay, event.replay_expiry, now_s) != spa::ReplayCache::Result::Fresh)
+    // The knock's own time is "now" for the replay cache: the verifier judged the window by it.
+    const auto event_s = static_cast<std::int64_t>(event.time);
+    for (std::size_t i = 0; i < event.replay_count; ++i)
+      if (replay_.insert(event.replay[i], event.replay_expiry, event_s) != spa::ReplayCache::Result::Fresh)
         return refuse(who, "the replay cache is full of live entries (spareplaycache " +
                                std::to_string(replay_.capacity()) + ")");
-    }
     // Recorded before anything runs: once the journal has it, a kill -9 loses nothing.
     std::string records;
-    if (event.replay) {
+    for (std::size_t r = 0; r < event.replay_count; ++r) {
       static const char* hex = "0123456789abcdef";
       char text[33];
       for (std::size_t i = 0; i < 16; ++i) {
-        text[2 * i] = hex[(*event.replay)[i] >> 4];
-        text[2 * i + 1] = hex[(*event.replay)[i] & 15];
+        text[2 * i] = hex[event.replay[r][i] >> 4];
+        text[2 * i + 1] = hex[event.replay[r][i] & 15];
       }
       records += replay_record(std::string_view(text, 32), event.replay_expiry);
     }

@@ -1,6 +1,7 @@
 #pragma once
 // What the daemon does with a decoded knock: <actions> whose conditions hold run their
 // <template>s (system commands now or after a delay, state changes at once).
+#include <array>
 #include <iosfwd>
 #include <memory>
 #include <optional>
@@ -48,10 +49,15 @@ struct KnockEvent {
   IpAddress logip;   // the source as seen on the wire or in the log (LOGIP)
   double time = 0;   // receive time, seconds since the epoch (packet time under -pcap)
   KnockExtras extras;  // CLIENTNAME, PROTO, USER, CLIENT_TIMEOUT of an authenticated knock
-  // The knock's replay identity (the SPA tag, or the hash of an original knock's ciphertext
-  // after its IV), remembered until replay_expiry (Unix seconds) once the knock is accepted.
-  std::optional<spa::Identity> replay;
+  // The knock's replay identities (the SPA tag; fwknop's digest; each ciphertext block of an
+  // original iv = yes knock after its IV), remembered until replay_expiry (Unix seconds) once
+  // the knock is accepted: a knock that shares any of them with an accepted one is refused.
+  std::array<spa::Identity, 4> replay{};
+  std::size_t replay_count = 0;
   std::int64_t replay_expiry = 0;
+  void add_replay(const spa::Identity& id) noexcept {
+    if (replay_count < replay.size()) replay[replay_count++] = id;
+  }
 };
 
 struct EngineOptions {
@@ -118,6 +124,11 @@ class Engine {
   const Scheduler& scheduler() const { return scheduler_; }
   // Whether a knock with this replay identity was accepted before (and is still remembered).
   bool replayed(const spa::Identity& id) const noexcept { return replay_.contains(id); }
+  bool replayed(const KnockEvent& event) const noexcept {
+    for (std::size_t i = 0; i < event.replay_count; ++i)
+      if (replay_.contains(event.replay[i])) return true;
+    return false;
+  }
   const spa::ReplayCache& replay_cache() const { return replay_; }
   std::uint64_t refused_knocks() const { return refused_; }
 
