@@ -176,11 +176,6 @@ wait_for $((CLOSE_AFTER + 10)) "port 22 closed again" cannot_connect "$NS_CLIENT
 tell "connect to $SERVER_IP:22 from $CLIENT_IP: timed out (dropped)"
 [ -z "$DEMO" ] || show_rules | sed 's/^/      /'
 
-# send_ports NS ADDR PORTS: one TCP SYN to each port (comma-separated), in order, from NS.
-send_ports() {
-  in_ns "$1" bash -c 'for p in ${2//,/ }; do timeout 0.5 bash -c "exec 3<>/dev/tcp/$1/$p" 2>/dev/null || true; done' \
-    _ "$2" "$3"
-}
 step "A replay, from another host or from the client, opens nothing"
 ports=$(in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/knockclient.conf" -remote $SERVER_IP -port 22 -flag0 3 -test)
 tell "the client's next knock: ports $ports"

@@ -71,3 +71,51 @@ start_service() {
   bg_in_ns "$NS_SERVER" "$E2E_TMP/service.log" socat TCP-LISTEN:"$1",fork,reuseaddr SYSTEM:true
   wait_for 5 "service on port $1" in_ns "$NS_SERVER" bash -c "ss -ltn | grep -q ':$1 '"
 }
+
+# send_ports NS ADDR PORTS: one TCP SYN to each port (comma-separated), in order, from NS.
+send_ports() {
+  in_ns "$1" bash -c 'for p in ${2//,/ }; do timeout 0.5 bash -c "exec 3<>/dev/tcp/$1/$p" 2>/dev/null || true; done' \
+    _ "$2" "$3"
+}
+
+# send_syns NS ADDR PORTS: the same as send_ports, without a process per port: each SYN leaves
+# DELAY_MS (default 5) after the one before, in order; the answers are not waited for.
+send_syns() {
+  in_ns "$1" python3 -c 'import socket, sys, time
+socks = []
+for p in sys.argv[2].split(","):
+    s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.connect_ex((sys.argv[1], int(p)))
+    socks.append(s)
+    time.sleep(float(sys.argv[3]) / 1000)' "$2" "$3" "${4:-5}"
+}
+
+# send_datagram NS ADDR PORT HEX: one UDP datagram whose payload is the bytes HEX, from NS.
+send_datagram() {
+  in_ns "$1" python3 -c 'import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(bytes.fromhex(sys.argv[3]), (sys.argv[1], int(sys.argv[2])))' "$2" "$3" "$4"
+}
+
+# udp_payloads PCAP: the UDP payload of each IPv4 packet of an Ethernet capture (tcpdump -w on a
+# veth), in hex, one a line; a packet still being written is left out.
+udp_payloads() {
+  python3 - "$1" <<'PY'
+import struct, sys
+d = open(sys.argv[1], 'rb').read()
+if len(d) < 24: sys.exit(0)
+e = '<' if d[:4] in (b'\xd4\xc3\xb2\xa1', b'\x4d\x3c\xb2\xa1') else '>'
+assert struct.unpack(e + 'I', d[20:24])[0] == 1, 'not an Ethernet capture'
+off = 24
+while off + 16 <= len(d):
+    incl = struct.unpack(e + 'I', d[off + 8:off + 12])[0]
+    p = d[off + 16:off + 16 + incl]
+    off += 16 + incl
+    if len(p) < incl or p[12:14] != b'\x08\x00': continue
+    ihl = (p[14] & 15) * 4
+    print(p[14 + ihl + 8:].hex())
+PY
+}
+# has_udp_payload PCAP: the capture holds at least one whole UDP packet (for wait_for).
+has_udp_payload() { [ -n "$(udp_payloads "$1")" ]; }
