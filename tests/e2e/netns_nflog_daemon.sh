@@ -91,12 +91,16 @@ door() {
   wait_for $((CLOSE_AFTER + 10)) "$name: port 22 closed again" cannot_connect "$ns" "$dest" 22
 }
 # files_open PID: the descriptors beyond 0-2 that are files or directories (a followed log file
-# would be one); pipes, sockets and anonymous inodes are not.
+# would be one); pipes, sockets and anonymous inodes are not, nor files this script inherited
+# and so passed on (ctest's own log, for one).
 files_open() {
   local fd link
+  local -A ours=()
+  for fd in /proc/$$/fd/*; do link=$(readlink "$fd" 2>/dev/null) && ours[${fd##*/}]=$link; done
   for fd in /proc/"$1"/fd/*; do
     [ "${fd##*/}" -gt 2 ] || continue
     link=$(readlink "$fd" 2>/dev/null) || continue
+    [ "${ours[${fd##*/}]:-}" != "$link" ] || continue
     [[ $link == /* && $link != /dev/null ]] && echo "${fd##*/} -> $link"
   done
   return 0
