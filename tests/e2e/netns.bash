@@ -119,3 +119,22 @@ PY
 }
 # has_udp_payload PCAP: the capture holds at least one whole UDP packet (for wait_for).
 has_udp_payload() { [ -n "$(udp_payloads "$1")" ]; }
+
+# socket_kinds PID: one word per socket descriptor of PID (netlink, packet, udp, tcp, other).
+socket_kinds() {
+  local pid=$1 link inode
+  for link in /proc/"$pid"/fd/*; do
+    link=$(readlink "$link" 2>/dev/null) || continue
+    [[ $link == socket:\[*\] ]] || continue
+    inode=${link#socket:[}; inode=${inode%]}
+    if awk -v i="$inode" 'NR > 1 && $NF == i { found = 1 } END { exit !found }' /proc/"$pid"/net/netlink; then
+      echo netlink
+    elif awk -v i="$inode" 'NR > 1 && $9 == i { found = 1 } END { exit !found }' /proc/"$pid"/net/packet; then
+      echo packet
+    elif awk -v i="$inode" 'NR > 1 && $10 == i { found = 1 } END { exit !found }' /proc/"$pid"/net/udp /proc/"$pid"/net/udp6; then
+      echo udp
+    else
+      echo other
+    fi
+  done
+}

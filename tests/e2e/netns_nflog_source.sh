@@ -17,25 +17,6 @@ CLIENT_IP6=2001:db8:51::2
 ip -n "$NS_SERVER" addr add $SERVER_IP6/64 dev "$E2E_ID-s1" nodad
 ip -n "$NS_CLIENT" addr add $CLIENT_IP6/64 dev "$E2E_ID-c1" nodad
 
-# socket_kinds PID: one word per socket descriptor of PID (netlink, packet, udp, tcp, other).
-socket_kinds() {
-  local pid=$1 link inode
-  for link in /proc/"$pid"/fd/*; do
-    link=$(readlink "$link" 2>/dev/null) || continue
-    [[ $link == socket:\[*\] ]] || continue
-    inode=${link#socket:[}; inode=${inode%]}
-    if awk -v i="$inode" 'NR > 1 && $NF == i { found = 1 } END { exit !found }' /proc/"$pid"/net/netlink; then
-      echo netlink
-    elif awk -v i="$inode" 'NR > 1 && $9 == i { found = 1 } END { exit !found }' /proc/"$pid"/net/packet; then
-      echo packet
-    elif awk -v i="$inode" 'NR > 1 && $10 == i { found = 1 } END { exit !found }' /proc/"$pid"/net/udp /proc/"$pid"/net/udp6; then
-      echo udp
-    else
-      echo other
-    fi
-  done
-}
-
 # knock_syns ADDR PORT...: one connection attempt per port from the client (nothing listens:
 # the SYN is logged, a RST comes back).
 knock_syns() {
