@@ -155,7 +155,7 @@ start_daemon "$E2E_TMP/daemon.log"
 grep -q "udp dst port $SPAPORT" "$LOG" || fail "the capture filter lacks the SPA port: $(grep watching "$LOG")"
 # proto = spa: the tracker waits for the 61 ports of the message (the port form below works), and
 # the start line should say so.
-grep -q "info: knock: 61 bytes in 61 ports of a 256-port span" "$LOG" ||
+grep -q "info: knock (authenticated message): 61 bytes in 61 ports of a 256-port span" "$LOG" ||
   bug "the start line gives the length of the original knock, not of the SPA port form: $(grep -m1 'info: knock:' "$LOG")"
 cannot_connect "$NS_CLIENT" $SERVER_IP 22 || fail "port 22 open before the knock"
 cannot_connect "$NS_OTHER" $SERVER_IP_OTHER 22 || fail "port 22 open for the other host before any knock"
@@ -168,7 +168,7 @@ knock alice "$NS_CLIENT"
 wait_for 5 "port 22 open for the client after its datagram" can_connect "$NS_CLIENT" $SERVER_IP 22
 grep -q "knock from $CLIENT_IP (client alice, datagram): IP=$CLIENT_IP PORT=22" "$LOG" ||
   fail "no accepted datagram knock logged: $(grep 'knock from' "$LOG")"
-in_ns "$NS_SERVER" iptables -S INPUT | grep -q -- "-s $CLIENT_IP/32 .*pkspa-alice" ||
+grep -q -- "-s $CLIENT_IP/32 .*pkspa-alice" <<<"$(in_ns "$NS_SERVER" iptables -S INPUT)" ||
   fail "the open rule does not name CLIENTNAME alice: $(in_ns "$NS_SERVER" iptables -S INPUT)"
 cannot_connect "$NS_OTHER" $SERVER_IP_OTHER 22 || fail "the client's knock opened port 22 for the other host"
 wait_for $((CLOSE_AFTER + 10)) "port 22 closed after ${CLOSE_AFTER}s" cannot_connect "$NS_CLIENT" $SERVER_IP 22
@@ -189,7 +189,7 @@ say "-- bob's key, from the other host, opens it for the other host"
 knock bob "$NS_OTHER"
 wait_for 5 "port 22 open for the other host after bob's knock" can_connect "$NS_OTHER" $SERVER_IP_OTHER 22
 cannot_connect "$NS_CLIENT" $SERVER_IP 22 || fail "bob's knock opened port 22 for the client"
-in_ns "$NS_SERVER" iptables -S INPUT | grep -q -- "-s $OTHER_IP/32 .*pkspa-bob" ||
+grep -q -- "-s $OTHER_IP/32 .*pkspa-bob" <<<"$(in_ns "$NS_SERVER" iptables -S INPUT)" ||
   fail "the open rule does not name CLIENTNAME bob: $(in_ns "$NS_SERVER" iptables -S INPUT)"
 wait_for $((CLOSE_AFTER + 10)) "port 22 closed for the other host" cannot_connect "$NS_OTHER" $SERVER_IP_OTHER 22
 [ "$(accepted_knocks alice)" -eq 2 ] && [ "$(accepted_knocks bob)" -eq 1 ] ||
@@ -219,7 +219,7 @@ wait_summary 10 "^single-packet knocks: 3 accepted; refused: unknown key id 2 au
 stays_closed 2 "a refused message"
 [ "$(accepted_knocks alice)" -eq 2 ] && [ "$(accepted_knocks bob)" -eq 1 ] ||
   fail "a refused message was logged as a knock: $(grep 'knock from' "$LOG")"
-in_ns "$NS_SERVER" iptables -S INPUT | grep -q pkspa- && fail "an open rule is left: $(in_ns "$NS_SERVER" iptables -S INPUT)"
+grep -q pkspa- <<<"$(in_ns "$NS_SERVER" iptables -S INPUT)" && fail "an open rule is left: $(in_ns "$NS_SERVER" iptables -S INPUT)"
 say "   $(last_summary)"
 
 say "-- the untouched twin of the flipped message opens (only the flip was refused)"

@@ -89,10 +89,10 @@ knock_opens() {
   wait_for 5 "$1: port 22 open for the client" can_connect "$NS_CLIENT" $SERVER_IP 22
   grep -q "knock from $CLIENT_IP (client alice, datagram): IP=$CLIENT_IP PORT=22" "$LOG" ||
     fail "$1: no accepted datagram knock logged: $(grep 'knock from' "$LOG")"
-  elements | grep -q "$CLIENT_IP . 22 timeout ${CLOSE_AFTER}s" || fail "$1: no element with a timeout: $(elements)"
+  grep -q "$CLIENT_IP . 22 timeout ${CLOSE_AFTER}s" <<<"$(elements)" || fail "$1: no element with a timeout: $(elements)"
   cannot_connect "$NS_OTHER" $SERVER_IP_OTHER 22 || fail "$1: the client's knock opened port 22 for the other host"
   wait_for $((CLOSE_AFTER + 10)) "$1: port 22 closed by the kernel's timeout" cannot_connect "$NS_CLIENT" $SERVER_IP 22
-  elements | grep -q "$CLIENT_IP" && fail "$1: the element outlived its timeout: $(elements)"
+  grep -q "$CLIENT_IP" <<<"$(elements)" && fail "$1: the element outlived its timeout: $(elements)"
   return 0
 }
 
@@ -106,7 +106,7 @@ grep -q "single-packet knocks: 1 accepted; refused: none" "$LOG" || fail "networ
 say "-- 2. the daemon's UDP socket (listen = 0.0.0.0:$SPAPORT) receives it"
 in_ns "$NS_SERVER" nft delete rule inet pkspa input handle \
   "$(in_ns "$NS_SERVER" nft -a list chain inet pkspa input | sed -n 's/.*"spa-drop" # handle \([0-9]*\).*/\1/p')"
-in_ns "$NS_SERVER" nft list chain inet pkspa input | grep -q "udp dport" && fail "the drop of port $SPAPORT is still there"
+grep -q "udp dport" <<<"$(in_ns "$NS_SERVER" nft list chain inet pkspa input)" && fail "the drop of port $SPAPORT is still there"
 daemon_conf $'runmode   = network\ninterface = lo\nlisten    = 0.0.0.0:'$SPAPORT >"$E2E_TMP/socket.conf"
 start_daemon socket "listening for single-packet knocks on UDP 0.0.0.0:$SPAPORT"
 wait_for 5 "daemon socket on $SPAPORT" in_ns "$NS_SERVER" bash -c "ss -lun | grep -q ':$SPAPORT '"
@@ -128,7 +128,15 @@ while [ $SECONDS -lt $deadline ]; do  # a replay accepted would add the element 
   cannot_connect "$NS_CLIENT" $SERVER_IP 22 || fail "a replay over the socket opened port 22 for the client"
   cannot_connect "$NS_OTHER" $SERVER_IP_OTHER 22 || fail "a replay over the socket opened port 22 for the other host"
 done
+# SIGHUP with the same listen address keeps the socket (the review found a reload closed it):
+# a new knock still opens the door after the reload.
+kill -HUP "$DAEMON_PID"
+wait_for 5 "reloaded" grep -q "configuration reloaded" "$LOG"
+grep -q "cannot open a source" "$LOG" && fail "the reload reopened the socket: $(grep 'source' "$LOG")"
+wait_for $((CLOSE_AFTER + 5)) "the door closed again" cannot_connect "$NS_CLIENT" $SERVER_IP 22
+in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/alice.conf" 2>/dev/null
+wait_for 5 "port 22 open after the reload" can_connect "$NS_CLIENT" $SERVER_IP 22
 stop_daemon
-grep -q "single-packet knocks: 1 accepted; refused: replayed 2" "$LOG" ||
+grep -q "single-packet knocks: 2 accepted; refused: replayed 2" "$LOG" ||
   fail "listen socket: the replays were not counted: $(grep single-packet "$LOG")"
 say "PASS: single-packet knocks (nft elements; libpcap and UDP socket) in $((SECONDS - started))s"

@@ -282,7 +282,6 @@ class Daemon {
       ++spa_refusals_.replayed;
       return;
     }
-    ++spa_refusals_.accepted;
     rules::KnockEvent event;
     event.values = v.values;
     event.logip = o.source;
@@ -293,7 +292,7 @@ class Daemon {
     const std::string fields = describe_knock(*current_->settings.codec, v.values);
     log::info("knock from " + o.source.str() + " (client " + std::string(v.client_name) + ", " + how + "): " + fields);
     if (test_mode_) std::cout << "knock from " << o.source.str() << " (client " << v.client_name << "): " << fields << std::endl;
-    current_->engine->handle(event);
+    if (current_->engine->handle(event)) ++spa_refusals_.accepted;
   }
 
   // A datagram to fwknopport: a packet of fwknop's own client, or nothing (counted).
@@ -309,7 +308,6 @@ class Daemon {
       ++fwknop_refusals_.replayed;
       return;
     }
-    ++fwknop_refusals_.accepted;
     try {
       rules::KnockEvent event;
       event.values = v.knock_values();
@@ -323,7 +321,7 @@ class Daemon {
       event.replay_expiry = v.timestamp + spa::kReplayKeep;
       log::info("knock from " + o.source.str() + " (fwknop " + std::string(v.stanza_name) + ", user " +
                 std::string(v.user()) + "): " + describe_knock(*current_->settings.codec, event.values));
-      current_->engine->handle(event);
+      if (current_->engine->handle(event)) ++fwknop_refusals_.accepted;
     } catch (const std::exception& e) {
       log::error("fwknop packet from " + o.source.str() + ": " + e.what());
     }
@@ -501,25 +499,42 @@ class Daemon {
   }
 
   // Opens what the generation asks for and is not open yet; closes what it no longer asks for.
-  // A source that cannot be opened on a reload is logged and skipped (the others keep working).
+  // Sources are matched by the key the daemon computed for them (wanted_sources). At start a
+  // source that cannot be opened is fatal. On a reload, or when a source failed while running,
+  // a source that cannot be opened is logged and tried again later (5 s, doubling to 5 min), and
+  // the sources it was to replace are kept meanwhile: the daemon never goes deaf by a reload.
   void open_sources(bool initial) {
-    std::vector<std::unique_ptr<capture::Source>> next;
+    std::vector<OpenSource> next;
+    bool missing = false;
     for (auto& wanted : wanted_sources()) {
       const std::string& key = wanted.first;
-      auto& make = wanted.second;
-      auto same = std::find_if(sources_.begin(), sources_.end(), [&](const auto& src) { return src && src->key() == key; });
+      auto same = std::find_if(sources_.begin(), sources_.end(), [&](const OpenSource& src) { return src.key == key; });
       if (same != sources_.end()) {
         next.push_back(std::move(*same));
+        sources_.erase(same);
         continue;
       }
       try {
-        next.push_back(make());
+        next.push_back({key, wanted.second()});
       } catch (const std::exception& e) {
         if (initial) throw;
-        log::error(std::string("reload: cannot open a source: ") + e.what());
+        missing = true;
+        log::error(std::string("cannot open a source (trying again later): ") + e.what());
       }
     }
+    if (missing) {
+      for (auto& old : sources_) {
+        log::warning("keeping " + old.source->describe() + " until the new sources open");
+        next.push_back(std::move(old));
+      }
+      retry_in_ = retry_in_ == 0 ? 5 : std::min(300.0, retry_in_ * 2);
+      next_source_retry_ = wall_clock() + retry_in_;
+    } else {
+      retry_in_ = 0;
+      next_source_retry_ = 0;
+    }
     sources_ = std::move(next);
+    if (sources_.empty()) log::error("no source is open: no knock can be seen until one opens");
   }
 
   int run_live() {
@@ -547,10 +562,11 @@ class Daemon {
       fds.push_back({signal_fd, POLLIN, 0});
       fds.push_back({runner_ ? runner_->poll_fd() : -1, POLLIN, 0});
       for (const auto& src : sources_) {
-        fds.push_back({src->fd(), POLLIN, 0});
-        const double t = src->next_timeout(now);
+        fds.push_back({src.source->fd(), POLLIN, 0});
+        const double t = src.source->next_timeout(now);
         if (t >= 0) wait = std::min(wait, t);
       }
+      if (next_source_retry_ != 0) wait = std::min(wait, std::max(0.0, next_source_retry_ - now));
       // A child's exit closes its stderr pipe slightly before waitpid() can collect it.
       if (runner_ && runner_->busy()) wait = std::min(wait, 0.005);
       const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
@@ -569,12 +585,27 @@ class Daemon {
       }
       // Every ready source gets one budget: a flooded source cannot starve the others.
       const double before_dispatch = wall_clock();
+      bool failed = false;
       for (std::size_t i = 0; i < sources_.size() && i + 2 < fds.size(); ++i) {
-        capture::Source& src = *sources_[i];
+        capture::Source& src = *sources_[i].source;
         if (fds[i + 2].fd != src.fd()) continue;  // a reload replaced the sources this turn
-        if ((fds[i + 2].revents & (POLLIN | POLLERR)) || src.next_timeout(before_dispatch) == 0)
+        if (!(fds[i + 2].revents & (POLLIN | POLLERR)) && src.next_timeout(before_dispatch) != 0) continue;
+        try {
           src.dispatch(on_packet, 4096);
+        } catch (const std::exception& e) {
+          // An interface gone, a socket error: that source is closed and reopened later; the
+          // daemon (its pending closes above all) goes on.
+          log::error(src.describe() + ": " + e.what() + "; closing it, reopening it later");
+          sources_[i].source.reset();
+          failed = true;
+        }
       }
+      if (failed) {
+        std::erase_if(sources_, [](const OpenSource& src) { return !src.source; });
+        retry_in_ = retry_in_ == 0 ? 5 : retry_in_;
+        next_source_retry_ = wall_clock() + retry_in_;
+      }
+      if (next_source_retry_ != 0 && wall_clock() >= next_source_retry_) open_sources(false);
 
       const double after = wall_clock();
       current_->engine->run_due();
@@ -583,7 +614,7 @@ class Daemon {
       tracker_->expire(after);
       if (auto summary = tracker_->summary_due(after)) {
         log::info(*summary);
-        for (const auto& src : sources_) log_source(*src);
+        for (const auto& src : sources_) log_source(*src.source);
       }
       // Single-packet refusals have their own summary: no port reaches the tracker for them.
       if (after >= next_refusal_summary_) {
@@ -641,7 +672,13 @@ class Daemon {
   std::unique_ptr<Generation> current_;
   Decoder decoder_;
   std::unique_ptr<tracker::Tracker> tracker_;
-  std::vector<std::unique_ptr<capture::Source>> sources_;
+  struct OpenSource {
+    std::string key;  // the daemon's key for it (wanted_sources): a reload keeps an equal one
+    std::unique_ptr<capture::Source> source;
+  };
+  std::vector<OpenSource> sources_;
+  double retry_in_ = 0;           // seconds between attempts to open missing sources
+  double next_source_retry_ = 0;  // wall clock; 0: nothing to retry
   std::uint64_t outside_span_ = 0;
   std::uint64_t filtered_ = 0;
   Refusals spa_refusals_;
