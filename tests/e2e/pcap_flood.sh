@@ -32,7 +32,13 @@ grep -qx "knock from 198.18.0.2: IP=198.18.0.2 PORT=22 FLAG0=7 CHECKSUM=[0-9]*" 
 rss_kib=$(sed -n 's/.*peak RSS \([0-9]*\) KiB.*/\1/p' "$tmp/log" | tail -1)
 [ -n "$rss_kib" ] || fail "no peak RSS in the log: $(cat "$tmp/log")"
 bound=$(rss_bound_kib "$tmp/log")
-[ "$rss_kib" -le "$bound" ] || fail "peak RSS ${rss_kib} KiB over the bound ${bound} KiB"
+# Under AddressSanitizer the shadow memory is not the daemon's: the bound is checked in the
+# plain build only (as in netns_flood.sh).
+if nm -C "$BIN_DIR/knockdaemon" 2>/dev/null | grep -c __asan_init >/dev/null; then
+  echo "NOTE: sanitizer build: peak RSS ${rss_kib} KiB not checked against ${bound} KiB"
+else
+  [ "$rss_kib" -le "$bound" ] || fail "peak RSS ${rss_kib} KiB over the bound ${bound} KiB"
+fi
 lines=$(wc -l <"$tmp/log")
 [ "$lines" -le 20 ] || fail "the log grew by $lines lines under the flood"
 echo "PASS: knock found among $FLOOD spoofed SYNs; peak RSS ${rss_kib} KiB (bound ${bound} KiB); $lines log lines"
