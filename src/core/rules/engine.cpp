@@ -1,5 +1,6 @@
 #include "rules/engine.hpp"
 
+#include <sodium.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -563,13 +564,9 @@ bool Engine::handle(const KnockEvent& event) noexcept {
     // Recorded before anything runs: once the journal has it, a kill -9 loses nothing.
     std::string records;
     for (std::size_t r = 0; r < event.replay_count; ++r) {
-      static const char* hex = "0123456789abcdef";
-      char text[33];
-      for (std::size_t i = 0; i < 16; ++i) {
-        text[2 * i] = hex[event.replay[r][i] >> 4];
-        text[2 * i + 1] = hex[event.replay[r][i] & 15];
-      }
-      records += replay_record(std::string_view(text, 32), event.replay_expiry);
+      char text[2 * sizeof(spa::Identity) + 1];
+      sodium_bin2hex(text, sizeof text, event.replay[r].data(), event.replay[r].size());
+      records += replay_record(std::string_view(text, 2 * sizeof(spa::Identity)), event.replay_expiry);
     }
     for (const auto& [keys, value] : staged.writes()) records += state_record(keys, value, event.time);
     for (auto& [p, due_mono] : later) {
