@@ -8,6 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
   # libraries
   libpcap-dev libpcre2-dev libcrypto++-dev libnftables-dev libsodium-dev libnetfilter-log-dev
+  libseccomp-dev libcap-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # oracles: Perl's Config::General and Crypt::CBC with every cipher module Debian packages

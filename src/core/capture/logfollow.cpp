@@ -110,21 +110,42 @@ void LogFollower::close_stream(Stream& s) {
   s = Stream{};
 }
 
+std::vector<int> LogFollower::descriptors() const {
+  std::vector<int> out;
+  for (int fd : {inotify_fd_, current_.fd, retired_.fd})
+    if (fd >= 0) out.push_back(fd);
+  return out;
+}
+
 bool LogFollower::open_current(bool at_end) {
+  const int fd = open_at_name();
+  if (fd < 0) return false;
+  adopt(fd, at_end);
+  return true;
+}
+
+int LogFollower::open_new_at_name(dev_t dev, ino_t ino) {
+  struct stat st {};
+  if (lstat(path_.c_str(), &st) != 0) return -1;
+  if (dev != 0 && ino != 0 && st.st_dev == dev && st.st_ino == ino) return -1;
+  return open_at_name();
+}
+
+int LogFollower::open_at_name() {
   const int fd = ::open(path_.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno != ENOENT && !warned_) {
       log::warning("cannot open log " + path_ + ": " + errno_message(errno));
       warned_ = true;
     }
-    return false;
+    return -1;
   }
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     if (!warned_) log::warning("log " + path_ + " is not a regular file; waiting");
     warned_ = true;
     ::close(fd);
-    return false;
+    return -1;
   }
   if (const std::string why = untrusted(st); !why.empty()) {
     ::close(fd);
@@ -134,10 +155,19 @@ bool LogFollower::open_current(bool at_end) {
     if (starting_) throw RuntimeError(message);
     if (!refused_) log::error(message);
     refused_ = true;
-    return false;
+    return -1;
   }
   warned_ = false;
   refused_ = false;
+  return fd;
+}
+
+void LogFollower::adopt(int fd, bool at_end) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) {
+    ::close(fd);
+    return;
+  }
   Stream s;
   s.fd = fd;
   s.dev = st.st_dev;
@@ -156,7 +186,6 @@ bool LogFollower::open_current(bool at_end) {
     ++stats_.rotations;
   }
   current_ = std::move(s);
-  return true;
 }
 
 bool LogFollower::read_stream(Stream& s, const LineCallback& callback, std::size_t& budget) {
@@ -241,12 +270,12 @@ void LogFollower::read_lines(const LineCallback& callback) {
     pending_ = true;
     return;
   }
-  struct stat st {};
-  if (lstat(path_.c_str(), &st) == 0) {
-    const bool same = current_.fd >= 0 && st.st_dev == current_.dev && st.st_ino == current_.ino;
-    if (!same && open_current(false)) {
-      if (!read_stream(current_, callback, budget)) pending_ = true;
-    }
+  const dev_t dev = current_.fd >= 0 ? current_.dev : 0;
+  const ino_t ino = current_.fd >= 0 ? current_.ino : 0;
+  const int fd = name_check_ ? name_check_(dev, ino) : open_new_at_name(dev, ino);
+  if (fd >= 0) {
+    adopt(fd, false);
+    if (!read_stream(current_, callback, budget)) pending_ = true;
   }
 }
 

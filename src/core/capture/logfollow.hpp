@@ -49,6 +49,23 @@ class LogFollower {
   void read_lines(const LineCallback& callback);
 
   bool is_open() const { return current_.fd >= 0; }
+
+  // Reaching the file by its name. By default the follower looks at the name itself; a
+  // confined worker (daemon/privsep.hpp) has no file system and asks the monitor instead.
+  // The check gets the identity of the file held now (dev 0, ino 0: none) and returns the
+  // descriptor of a new, trusted file at the name, or -1 (unchanged, absent, or refused).
+  using NameCheck = std::function<int(dev_t dev, ino_t ino)>;
+  void set_name_check(NameCheck check) { name_check_ = std::move(check); }
+  // The local check: lstat() the name; when it names another file than (dev, ino), opens it
+  // (O_NOFOLLOW, a regular file root may trust, see untrusted()) and returns it, else -1.
+  int open_new_at_name(dev_t dev, ino_t ino);
+  // Takes `fd` (from open_new_at_name) as the current file; the one held so far is read to its
+  // end for rotate_grace seconds. at_end: start reading at the end of the file.
+  void adopt(int fd, bool at_end);
+  dev_t current_dev() const { return current_.dev; }
+  ino_t current_ino() const { return current_.ino; }
+  // Every descriptor the follower reads (inotify, current and retired files).
+  std::vector<int> descriptors() const;
   const Stats& stats() const { return stats_; }
   const std::string& path() const { return path_; }
 
@@ -63,10 +80,11 @@ class LogFollower {
   };
   void watch_directory();
   void drain_inotify();
-  // Opens the file at the name. A file a user other than root (or this process's user) could
-  // write is refused: an exception while the follower is being built, an error logged once
-  // (and the file not read) after a rotation.
+  // Opens the file at the name (open_new_at_name) and adopts it. A file a user other than root
+  // (or this process's user) could write is refused: an exception while the follower is being
+  // built, an error logged once (and the file not read) after a rotation.
   bool open_current(bool at_end);
+  int open_at_name();
   // Why the daemon must not trust the log file st describes ("" when it may).
   static std::string untrusted(const struct stat& st);
   // A warning when users other than root (or the log file's group) can create files in its folder.
@@ -90,6 +108,7 @@ class LogFollower {
   bool refused_ = false;   // an untrusted file at the name was reported
   bool warned_ = false;
   std::vector<char> buffer_;
+  NameCheck name_check_;
   Stats stats_;
 };
 

@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "capture/logfollow.hpp"
 #include "capture/packet.hpp"
@@ -63,6 +64,12 @@ class Source {
   virtual std::string describe() = 0;
   // What the source watches and how (everything that needs a reopen when it changes).
   virtual const std::string& key() const = 0;
+  // Every descriptor the source reads: what a confined worker keeps when it closes the rest.
+  virtual std::vector<int> descriptors() const { return {fd()}; }
+  // Whether a process forked from the one that opened the source can pick up reading where an
+  // earlier reader (a worker that died) stopped. False where the read position lives in the
+  // reader's memory (libpcap's ring index): the monitor reopens such a source for a new worker.
+  virtual bool resumable() const { return true; }
 };
 
 // The pcap sources behind the Source interface. Their own API (PacketSource) is unchanged.
@@ -78,6 +85,8 @@ class PcapSource final : public Source {
   SourceStats stats() override;
   std::string describe() override;
   const std::string& key() const override { return key_; }
+
+  bool resumable() const override { return false; }
 
   PacketSource& packets() { return *packets_; }
   // The pcap counters as a SourceStats (kernel drops = ps_drop + ps_ifdrop).
@@ -104,6 +113,8 @@ class LogSource final : public Source {
   SourceStats stats() override { return stats_; }
   std::string describe() override;
   const std::string& key() const override { return key_; }
+
+  std::vector<int> descriptors() const override { return follower_->descriptors(); }
 
   void set_parser(LineParser parser) { parser_ = std::move(parser); }
   std::uint64_t skipped() const noexcept { return skipped_; }

@@ -1,6 +1,10 @@
 #include "daemon/daemon.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -13,9 +17,11 @@
 #include <functional>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <tuple>
 
 #include "capture/logfollow.hpp"
 #include "capture/nflog.hpp"
@@ -24,6 +30,8 @@
 #include "capture/udp_source.hpp"
 #include "config/tree.hpp"
 #include "daemon/privileges.hpp"
+#include "daemon/privsep.hpp"
+#include "daemon/sandbox.hpp"
 #include "daemon/settings.hpp"
 #include "rules/engine.hpp"
 #include "tracker/tracker.hpp"
@@ -278,10 +286,6 @@ class Daemon {
   }
 
   void on_spa(const capture::Observation& o, const spa::Verified& v, const char* how) {
-    if (current_->engine->replayed(v.identity)) {
-      ++spa_refusals_.replayed;
-      return;
-    }
     rules::KnockEvent event;
     event.values = v.values;
     event.logip = o.source;
@@ -289,10 +293,7 @@ class Daemon {
     event.extras.client = v.client_name;
     event.add_replay(v.identity);
     event.replay_expiry = static_cast<std::int64_t>(v.send_time) + spa::kReplayKeep;
-    const std::string fields = describe_knock(*current_->settings.codec, v.values);
-    log::info("knock from " + o.source.str() + " (client " + std::string(v.client_name) + ", " + how + "): " + fields);
-    if (test_mode_) std::cout << "knock from " << o.source.str() << " (client " << v.client_name << "): " << fields << std::endl;
-    if (current_->engine->handle(event)) ++spa_refusals_.accepted;
+    report(privsep::KnockKind::Spa, std::string_view(how) == "port knock", event);
   }
 
   // A datagram to fwknopport: a packet of fwknop's own client, or nothing (counted).
@@ -304,30 +305,20 @@ class Daemon {
       if (v.reason == fwknop::Reason::TooOld || v.reason == fwknop::Reason::TooNew) fwknop_refusals_.time_offset(v.offset);
       return;
     }
-    if (current_->engine->replayed(v.identity)) {
-      ++fwknop_refusals_.replayed;
-      return;
-    }
-    try {
-      rules::KnockEvent event;
-      event.values = v.knock_values();
-      event.logip = o.source;
-      event.time = o.time;
-      event.extras.client = v.stanza_name;
-      event.extras.user = v.user();
-      if (v.port_count != 0) event.extras.proto = fwknop::proto_name(v.ports[0].proto);
-      event.extras.client_timeout = v.has_client_timeout ? v.client_timeout : v.fw_access_timeout;
-      event.add_replay(v.identity);
-      event.replay_expiry = v.timestamp + spa::kReplayKeep;
-      log::info("knock from " + o.source.str() + " (fwknop " + std::string(v.stanza_name) + ", user " +
-                std::string(v.user()) + "): " + describe_knock(*current_->settings.codec, event.values));
-      if (current_->engine->handle(event)) ++fwknop_refusals_.accepted;
-    } catch (const std::exception& e) {
-      log::error("fwknop packet from " + o.source.str() + ": " + e.what());
-    }
+    rules::KnockEvent event;
+    event.values = v.knock_values();
+    event.logip = o.source;
+    event.time = o.time;
+    event.extras.client = v.stanza_name;
+    event.extras.user = v.user();
+    if (v.port_count != 0) event.extras.proto = fwknop::proto_name(v.ports[0].proto);
+    event.extras.client_timeout = v.has_client_timeout ? v.client_timeout : v.fw_access_timeout;
+    event.add_replay(v.identity);
+    event.replay_expiry = v.timestamp + spa::kReplayKeep;
+    report(privsep::KnockKind::Fwknop, false, event);
   }
 
-  void on_knock(const capture::Observation& o, const codec::KnockValues& values) {
+  void on_knock(const capture::Observation& o, const codec::KnockValues& values) noexcept {
     const Settings& s = current_->settings;
     rules::KnockEvent event;
     event.values = values;
@@ -335,20 +326,63 @@ class Daemon {
     event.time = o.time;
     // iv = yes: every honest knock has a fresh IV, so each of its ciphertext blocks after the
     // IV is new. A knock with a block seen before is a replay, the IV-rewriting forgery, or a
-    // cut-and-paste of captured blocks (facts.md): refused in every case.
+    // cut-and-paste of captured blocks (facts.md): refused in every case (by accept()).
     if (s.original_iv && decoder_.byte_count > 16) {
       for (std::size_t at = 16; at + 8 <= decoder_.byte_count; at += 8)
         event.add_replay(spa::ReplayCache::identity_of(std::span(decoder_.bytes.data() + at, 8)));
       event.replay_expiry = static_cast<std::int64_t>(o.time + s.replay_keep);
-      if (current_->engine->replayed(event)) {
-        ++original_replayed_;
+    }
+    report(privsep::KnockKind::Original, false, event);
+  }
+
+  // A knock the detectors verified. In a worker it goes to the monitor, as one message; in a
+  // single process (privsep = no, -pcap) straight to accept().
+  void report(privsep::KnockKind kind, bool by_ports, const rules::KnockEvent& event) noexcept {
+    if (worker_sock_ < 0) return accept(kind, by_ports, event);
+    const std::size_t size = privsep::encode_knock(kind, by_ports, event, out_);
+    if (size == 0) {
+      ++unreportable_;
+      return;
+    }
+    if (!privsep::send_message(worker_sock_, std::span(out_.data(), size))) {
+      log::error("worker: cannot reach the monitor (" + errno_message(errno) + "); stopping");
+      _exit(kWorkerLostMonitor);
+    }
+  }
+
+  // The rules' side of a knock: replay cache, the log line, the engine (all or nothing).
+  void accept(privsep::KnockKind kind, bool by_ports, const rules::KnockEvent& event) noexcept {
+    try {
+      Refusals* counts = kind == privsep::KnockKind::Spa      ? &spa_refusals_
+                         : kind == privsep::KnockKind::Fwknop ? &fwknop_refusals_
+                                                              : nullptr;
+      if (event.replay_count != 0 && current_->engine->replayed(event)) {
+        if (counts != nullptr) {
+          ++counts->replayed;
+        } else {
+          ++original_replayed_;
+        }
         return;
       }
+      const std::string from = event.logip.str();
+      const std::string fields = describe_knock(*current_->settings.codec, event.values);
+      std::string line = "knock from " + from;
+      if (kind == privsep::KnockKind::Spa) {
+        line += " (client " + std::string(event.extras.client) + ", " + (by_ports ? "port knock" : "datagram") + ")";
+      } else if (kind == privsep::KnockKind::Fwknop) {
+        line += " (fwknop " + std::string(event.extras.client) + ", user " + std::string(event.extras.user) + ")";
+      }
+      log::info(line + ": " + fields);
+      if (test_mode_ && kind != privsep::KnockKind::Fwknop) {
+        std::cout << "knock from " << from;
+        if (kind == privsep::KnockKind::Spa) std::cout << " (client " << event.extras.client << ")";
+        std::cout << ": " << fields << std::endl;
+      }
+      const bool accepted = current_->engine->handle(event);
+      if (accepted && counts != nullptr) ++counts->accepted;
+    } catch (const std::exception& e) {
+      log::error("knock from " + event.logip.str() + ": " + e.what());
     }
-    const std::string fields = describe_knock(*s.codec, values);
-    log::info("knock from " + o.source.str() + ": " + fields);
-    if (test_mode_) std::cout << "knock from " << o.source.str() << ": " << fields << std::endl;
-    current_->engine->handle(event);
   }
 
   // The single-packet lines of a summary, when anything changed since the last.
@@ -516,6 +550,7 @@ class Daemon {
       }
       try {
         next.push_back({key, wanted.second()});
+        sources_changed_ = true;
       } catch (const std::exception& e) {
         if (initial) throw;
         missing = true;
@@ -533,6 +568,7 @@ class Daemon {
       retry_in_ = 0;
       next_source_retry_ = 0;
     }
+    if (!sources_.empty() && !missing) sources_changed_ = true;  // some closed
     sources_ = std::move(next);
     if (sources_.empty()) log::error("no source is open: no knock can be seen until one opens");
   }
@@ -548,6 +584,8 @@ class Daemon {
     if (signal_fd < 0) throw RuntimeError("signalfd: " + errno_message(errno));
 
     open_sources(true);
+    privsep_ = current_->settings.privsep;
+    if (privsep_) return run_monitor(signal_fd);
     if (const auto& user = current_->settings.user) drop_privileges(*user);
     const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { on_observation(o); };
 
@@ -622,6 +660,10 @@ class Daemon {
         log_refusals();
       }
     }
+    return finish(signal_fd);
+  }
+
+  int finish(int signal_fd) {
     // Commands already started get stopwait to finish; whatever is still running or waiting
     // stays recorded as pending and runs again at the next start (at least once).
     // Then they are stopped, so that no open outlives the daemon to finish after the close a
@@ -639,6 +681,397 @@ class Daemon {
     close(signal_fd);
     log::info("stopped");
     return kExitOk;
+  }
+
+  // ---- privilege separation (doc/SECURITY.md, "Two processes") ----
+
+  // The monitor: holds the configuration, the engine, the runner and the sources' descriptors;
+  // never reads a packet or a log line. Its worker reads them and reports knocks.
+  int run_monitor(int signal_fd) {
+    log::info("privilege separation: packets and log lines are read by a confined worker process");
+    start_worker();
+    bool running = true;
+    std::vector<pollfd> fds;
+    while (running) {
+      const double now = wall_clock();
+      double wait = 1.0;
+      if (auto due = current_->engine->next_due()) wait = std::min(wait, *due);
+      wait = std::min(wait, current_->engine->next_tick_in());
+      if (next_source_retry_ != 0) wait = std::min(wait, std::max(0.0, next_source_retry_ - now));
+      if (worker_pid_ < 0) wait = std::min(wait, std::max(0.0, next_worker_start_ - now));
+      if (runner_ && runner_->busy()) wait = std::min(wait, 0.005);
+      fds.clear();
+      fds.push_back({signal_fd, POLLIN, 0});
+      fds.push_back({runner_ ? runner_->poll_fd() : -1, POLLIN, 0});
+      fds.push_back({worker_pid_ >= 0 ? monitor_sock_ : -1, POLLIN, 0});
+      const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
+      if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) throw RuntimeError("poll: " + errno_message(errno));
+
+      if (fds[0].revents & POLLIN) {
+        signalfd_siginfo info;
+        while (read(signal_fd, &info, sizeof info) == sizeof info) {
+          if (info.ssi_signo == SIGHUP) {
+            if (reload()) {
+              open_sources(false);
+              // A new configuration, a new worker: it is built from the new settings.
+              stop_worker("reload");
+              restart_delay_ = 0;
+              next_worker_start_ = 0;
+            }
+          } else {
+            log::info(std::string("stopping on ") + (info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"));
+            running = false;
+          }
+        }
+      }
+      if (worker_pid_ >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) serve_worker();
+      if (next_source_retry_ != 0 && wall_clock() >= next_source_retry_) {
+        open_sources(false);
+        if (sources_changed_) stop_worker("sources reopened");
+      }
+      if (worker_pid_ < 0 && running && wall_clock() >= next_worker_start_) start_worker();
+
+      current_->engine->run_due();
+      current_->engine->reap();
+      current_->engine->tick();
+      const double after = wall_clock();
+      if (after >= next_refusal_summary_) {
+        next_refusal_summary_ = after + std::max(1.0, current_->settings.tracker.summary_interval);
+        log_refusals();
+      }
+    }
+    stop_worker("");
+    return finish(signal_fd);
+  }
+
+  // Forks a worker from this generation. Sources whose read position the last worker took
+  // with it (pcap) are reopened first.
+  void start_worker() {
+    if (workers_started_ > 0) reopen_unresumable();
+    if (sources_.empty()) {
+      next_worker_start_ = wall_clock() + 5;
+      return;
+    }
+    WorkerAccount account;
+    try {
+      account = worker_account(current_->settings.user);
+    } catch (const std::exception& e) {
+      log::error(std::string("cannot start the worker: ") + e.what() + "; trying again in 60 s");
+      next_worker_start_ = wall_clock() + 60;
+      return;
+    }
+    const auto channel = privsep::make_channel();
+    const pid_t monitor = getpid();
+    std::fflush(nullptr);
+    const pid_t pid = fork();
+    if (pid < 0) {
+      ::close(channel[0]);
+      ::close(channel[1]);
+      log::error("cannot start the worker: fork: " + errno_message(errno) + "; trying again in 5 s");
+      next_worker_start_ = wall_clock() + 5;
+      return;
+    }
+    if (pid == 0) {
+      ::close(channel[0]);
+      _exit(worker_main(channel[1], monitor, account));
+    }
+    ::close(channel[1]);
+    monitor_sock_ = channel[0];
+    worker_pid_ = pid;
+    worker_started_ = wall_clock();
+    ++workers_started_;
+    sources_changed_ = false;
+    log::info("worker " + std::to_string(pid) + " started (user " +
+              (account.name.empty() ? std::to_string(account.uid) : account.name) + ")");
+  }
+
+  // Ends the worker (SIGKILL: it holds nothing to save) and collects how it ended. `why`
+  // empty: a normal stop, not logged as trouble.
+  void stop_worker(const std::string& why) {
+    if (worker_pid_ < 0) return;
+    ::kill(worker_pid_, SIGKILL);
+    int status = 0;
+    while (waitpid(worker_pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (!why.empty()) log::info("worker " + std::to_string(worker_pid_) + " stopped (" + why + ")");
+    ::close(monitor_sock_);
+    monitor_sock_ = -1;
+    worker_pid_ = -1;
+  }
+
+  // The worker's socket is readable: its messages, or its end.
+  void serve_worker() {
+    for (int budget = 0; budget < 1024; ++budget) {
+      int fd = -1;
+      const long n = privsep::receive_message(monitor_sock_, in_, &fd);
+      if (n < 0) return;  // drained
+      if (fd >= 0) ::close(fd);  // the worker never sends descriptors
+      if (n == 0) return worker_ended();
+      const auto message = std::span<const std::uint8_t>(in_.data(), static_cast<std::size_t>(n));
+      std::string why;
+      if (n > static_cast<long>(privsep::kMaxMessage)) {
+        why = "an oversized message";
+      } else if (privsep::type_of(message) == static_cast<std::uint8_t>(privsep::Type::Knock)) {
+        privsep::KnockReport report;
+        if (privsep::decode_knock(message, report, why) && allowed(report, why)) {
+          // The monitor's clock, not the worker's.
+          report.event.time = wall_clock();
+          accept(report.kind, report.by_ports, report.event);
+        }
+      } else if (privsep::type_of(message) == static_cast<std::uint8_t>(privsep::Type::Counters)) {
+        if (auto counters = privsep::decode_counters(message, why)) {
+          take_counters(spa_refusals_, counters->spa);
+          take_counters(fwknop_refusals_, counters->fwknop);
+        }
+      } else if (privsep::type_of(message) == static_cast<std::uint8_t>(privsep::Type::LogCheck)) {
+        if (auto check = privsep::decode_log_check(message, why)) answer_log_check(*check, why);
+      } else {
+        why = "an unknown message type " + std::to_string(privsep::type_of(message));
+      }
+      if (!why.empty()) {
+        log::error("worker " + std::to_string(worker_pid_) + " broke the protocol (" + why +
+                   "): killing it; a new one starts");
+        ++protocol_violations_;
+        stop_worker("");
+        schedule_worker_restart();
+        return;
+      }
+    }
+  }
+
+  static void take_counters(Refusals& into, const privsep::Counters::Kind& from) {
+    static_assert(privsep::Counters::kReasons == std::tuple_size_v<decltype(Refusals::by_reason)>);
+    into.by_reason = from.by_reason;
+    into.earliest = from.earliest;
+    into.latest = from.latest;
+  }
+  static void give_counters(const Refusals& from, privsep::Counters::Kind& into) {
+    into.by_reason = from.by_reason;
+    into.earliest = from.earliest;
+    into.latest = from.latest;
+  }
+
+  // What the configuration accepts from a worker: only knock kinds it has, names it defines,
+  // replay identities where the kind has them, an expiry within what a kind keeps.
+  bool allowed(privsep::KnockReport& r, std::string& why) const {
+    const Settings& s = current_->settings;
+    auto no_names = [&] { return r.client.empty() && r.proto.empty() && r.user.empty() && !r.event.extras.client_timeout; };
+    switch (r.kind) {
+      case privsep::KnockKind::Original:
+        if (s.spa_ports || r.by_ports || !no_names()) why = "a port knock the configuration does not take";
+        else if (r.event.replay_count != 0 && !s.original_iv) why = "replay identities on a knock without an IV";
+        break;
+      case privsep::KnockKind::Spa: {
+        if (!s.spa || (r.by_ports && !s.spa_ports) || !r.proto.empty() || !r.user.empty() ||
+            r.event.extras.client_timeout || r.event.replay_count != 1) {
+          why = "a single-packet knock the configuration does not take";
+          break;
+        }
+        bool known = false;
+        for (std::size_t i = 0; i < s.keyring->size(); ++i) known = known || s.keyring->name(i) == r.client;
+        if (!known) why = "a single-packet knock from an unknown client";
+        break;
+      }
+      case privsep::KnockKind::Fwknop: {
+        if (!s.fwknop || r.by_ports || r.event.replay_count != 1) {
+          why = "an fwknop packet the configuration does not take";
+          break;
+        }
+        bool known = false;
+        for (std::size_t i = 0; i < s.stanzas->size(); ++i) known = known || s.stanzas->name(i) == r.client;
+        if (!known) why = "an fwknop packet for an unknown stanza";
+        break;
+      }
+    }
+    if (!why.empty()) return false;
+    // The identities are kept until replay_expiry: never longer than the longest keep, never in the past.
+    const auto now = static_cast<std::int64_t>(wall_clock());
+    const auto longest = static_cast<std::int64_t>(std::max<double>(s.replay_keep, spa::kReplayKeep)) + 600;
+    r.event.replay_expiry = std::clamp<std::int64_t>(r.event.replay_expiry, now, now + longest);
+    return true;
+  }
+
+  // LOG_CHECK: the monitor looks at the log's name with its own privileges and hands a new
+  // file to the worker; its own follower takes the same file, so a restarted worker resumes it.
+  void answer_log_check(const privsep::LogCheck& check, std::string& why) {
+    capture::LogSource* file = nullptr;
+    for (auto& src : sources_)
+      if (auto* f = dynamic_cast<capture::LogSource*>(src.source.get())) file = f;
+    if (file == nullptr) {
+      why = "a log check without a log file";
+      return;
+    }
+    const int fd = file->follower().open_new_at_name(static_cast<dev_t>(check.dev), static_cast<ino_t>(check.ino));
+    int copy = -1;
+    if (fd >= 0) {
+      copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      file->follower().adopt(fd, false);
+    }
+    const std::uint8_t reply[3] = {static_cast<std::uint8_t>(privsep::Type::LogReply), privsep::kVersion,
+                                   static_cast<std::uint8_t>(copy >= 0 ? 1 : 0)};
+    if (!privsep::send_message(monitor_sock_, std::span(reply, sizeof reply), copy))
+      log::warning("cannot answer the worker's log check: " + errno_message(errno));
+    if (copy >= 0) ::close(copy);
+  }
+
+  // The worker's socket closed: how did it end? A new one starts after a back-off.
+  void worker_ended() {
+    const pid_t pid = worker_pid_;
+    ::kill(pid, SIGKILL);  // a worker that closed its socket but lives on is ended all the same
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    std::string how;
+    if (WIFEXITED(status)) {
+      how = "exited with status " + std::to_string(WEXITSTATUS(status));
+      if (WEXITSTATUS(status) == kWorkerSourceFailed) how += " (a source failed: reopening the sources)";
+    } else if (WIFSIGNALED(status)) {
+      how = std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+      if (WTERMSIG(status) == SIGSYS) how += ": a system call its seccomp filter forbids";
+    }
+    ::close(monitor_sock_);
+    monitor_sock_ = -1;
+    worker_pid_ = -1;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == kWorkerSourceFailed) {
+      sources_.clear();
+      open_sources(false);
+    }
+    schedule_worker_restart();
+    log::error("worker " + std::to_string(pid) + " " + how + "; a new one starts in " +
+               std::to_string(static_cast<int>(std::ceil(next_worker_start_ - wall_clock()))) +
+               " s; pending closes are the monitor's and still run");
+  }
+
+  // At once after a worker that lived a minute; else 1, 2, 4 ... 60 s.
+  void schedule_worker_restart() {
+    const double now = wall_clock();
+    if (now - worker_started_ >= 60) restart_delay_ = 0;
+    next_worker_start_ = now + restart_delay_;
+    restart_delay_ = restart_delay_ == 0 ? 1 : std::min(60.0, restart_delay_ * 2);
+  }
+
+  // pcap keeps its ring index in the reader's memory: a new worker gets a fresh handle.
+  void reopen_unresumable() {
+    for (auto& wanted : wanted_sources()) {
+      auto same = std::find_if(sources_.begin(), sources_.end(),
+                               [&](const OpenSource& src) { return src.key == wanted.first; });
+      if (same == sources_.end() || same->source->resumable()) continue;
+      try {
+        auto fresh = wanted.second();
+        same->source = std::move(fresh);
+      } catch (const std::exception& e) {
+        log::error(std::string("cannot reopen a source for the new worker (trying again later): ") + e.what());
+        sources_.erase(same);
+        retry_in_ = retry_in_ == 0 ? 5 : retry_in_;
+        next_source_retry_ = wall_clock() + retry_in_;
+      }
+    }
+  }
+
+  // In the child: confine, then read. Returns the exit status.
+  int worker_main(int sock, pid_t monitor, const WorkerAccount& account) noexcept {
+    try {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != monitor) return kWorkerLostMonitor;
+      log::set_program("knockdaemon[worker]");
+      close_all_but(sock);
+      worker_sock_ = sock;
+      demote_worker(account);
+      install_worker_filter();
+      for (auto& src : sources_) {
+        if (auto* file = dynamic_cast<capture::LogSource*>(src.source.get()))
+          file->follower().set_name_check([sock](dev_t dev, ino_t ino) { return privsep::ask_for_log(sock, dev, ino, 5000); });
+      }
+      return run_worker();
+    } catch (const std::exception& e) {
+      log::error(std::string("worker: ") + e.what());
+      return kWorkerSetupFailed;
+    }
+  }
+
+  // Closes every descriptor but stdio, the monitor's socket, the sources' (and libpcap's
+  // wake-up eventfd): no runner pipe, cache file, lock, signalfd or netlink socket of the monitor.
+  void close_all_but(int sock) {
+    std::vector<int> keep = {0, 1, 2, sock};
+    for (const auto& src : sources_)
+      for (int fd : src.source->descriptors()) keep.push_back(fd);
+    std::vector<int> close_these;
+    if (DIR* dir = opendir("/proc/self/fd")) {
+      const int own = dirfd(dir);
+      while (dirent* entry = readdir(dir)) {
+        char* end = nullptr;
+        const long fd = std::strtol(entry->d_name, &end, 10);
+        if (end == entry->d_name || *end != '\0' || fd == own) continue;
+        if (std::find(keep.begin(), keep.end(), fd) != keep.end()) continue;
+        char target[64] = {};
+        const std::string link = "/proc/self/fd/" + std::string(entry->d_name);
+        const ssize_t n = readlink(link.c_str(), target, sizeof target - 1);
+        if (n > 0 && std::string_view(target, static_cast<std::size_t>(n)) == "anon_inode:[eventfd]") continue;
+        close_these.push_back(static_cast<int>(fd));
+      }
+      closedir(dir);
+    } else {
+      throw RuntimeError("cannot list /proc/self/fd: " + errno_message(errno));
+    }
+    for (int fd : close_these) ::close(fd);
+  }
+
+  // The worker's loop: its sources, the tracker, the detectors; knocks go to the monitor.
+  int run_worker() {
+    const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { on_observation(o); };
+    std::vector<pollfd> fds;
+    for (;;) {
+      const double now = wall_clock();
+      double wait = 1.0;
+      fds.clear();
+      fds.push_back({worker_sock_, POLLIN, 0});
+      for (const auto& src : sources_) {
+        fds.push_back({src.source->fd(), POLLIN, 0});
+        const double t = src.source->next_timeout(now);
+        if (t >= 0) wait = std::min(wait, t);
+      }
+      const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
+      if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) return kWorkerSourceFailed;
+      // The monitor speaks only when asked (log checks): anything else here is its end.
+      if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) return 0;
+      const double before_dispatch = wall_clock();
+      for (std::size_t i = 0; i < sources_.size(); ++i) {
+        capture::Source& src = *sources_[i].source;
+        if (!(fds[i + 1].revents & (POLLIN | POLLERR)) && src.next_timeout(before_dispatch) != 0) continue;
+        try {
+          src.dispatch(on_packet, 4096);
+        } catch (const std::exception& e) {
+          log::error(src.describe() + ": " + e.what() + "; the monitor reopens it");
+          return kWorkerSourceFailed;
+        }
+      }
+      const double after = wall_clock();
+      tracker_->expire(after);
+      if (auto summary = tracker_->summary_due(after)) {
+        log::info(*summary);
+        for (const auto& src : sources_) log_source(*src.source);
+      }
+      // The refusal counters go to the monitor, which logs the single-packet summary.
+      if (after >= next_counters_) {
+        next_counters_ = after + 0.5;
+        privsep::Counters counters;
+        give_counters(spa_refusals_, counters.spa);
+        give_counters(fwknop_refusals_, counters.fwknop);
+        const std::uint64_t total = spa_refusals_.total() + fwknop_refusals_.total();
+        if (total != counters_sent_) {
+          const std::size_t size = privsep::encode_counters(counters, out_);
+          if (size != 0 && privsep::send_message(worker_sock_, std::span(out_.data(), size))) counters_sent_ = total;
+        }
+      }
+      if (after >= next_refusal_summary_) {
+        next_refusal_summary_ = after + std::max(1.0, current_->settings.tracker.summary_interval);
+        if (unreportable_ != unreportable_reported_) {
+          log::warning("knocks that could not be reported to the monitor (a name too long): " +
+                       std::to_string(unreportable_));
+          unreportable_reported_ = unreportable_;
+        }
+      }
+    }
   }
 
   // A source's summary line: pcap and log files as before; the others say it themselves.
@@ -686,6 +1119,26 @@ class Daemon {
   std::uint64_t original_replayed_ = 0;
   std::uint64_t original_replayed_reported_ = 0;
   double next_refusal_summary_ = 0;
+  // privilege separation
+  static constexpr int kWorkerSetupFailed = 70;
+  static constexpr int kWorkerLostMonitor = 71;
+  static constexpr int kWorkerSourceFailed = 75;
+  bool privsep_ = false;
+  int worker_sock_ = -1;          // in the worker: its end of the channel
+  privsep::Buffer out_{};         // the worker's message being sent
+  std::uint64_t unreportable_ = 0;
+  std::uint64_t unreportable_reported_ = 0;
+  pid_t worker_pid_ = -1;         // in the monitor
+  int monitor_sock_ = -1;
+  privsep::Buffer in_{};
+  double worker_started_ = 0;
+  double restart_delay_ = 0;
+  double next_worker_start_ = 0;
+  std::uint64_t workers_started_ = 0;
+  std::uint64_t protocol_violations_ = 0;
+  bool sources_changed_ = false;
+  double next_counters_ = 0;
+  std::uint64_t counters_sent_ = 0;
 };
 
 }  // namespace

@@ -20,7 +20,7 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 33> kKnownKeys = {
+constexpr std::array<std::string_view, 34> kKnownKeys = {
     "runmode",
     "logfile",
     "fileinterval",
@@ -54,6 +54,7 @@ constexpr std::array<std::string_view, 33> kKnownKeys = {
     "nflog_group",
     "listen",
     "replaykeep",
+    "privsep",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
 
@@ -283,6 +284,11 @@ Settings load_settings(const config::Value& root) {
   if (auto problem = tracker::validate(s.tracker)) throw ConfigError(root.where_of("maxsources"), *problem);
 
   s.user = root.scalar("user");
+  if (auto text = root.scalar("privsep")) {
+    const auto yes = parse_yes_no(*text);
+    if (!yes) throw ConfigError(root.where_of("privsep"), "privsep must be yes or no, not '" + *text + "'");
+    s.privsep = *yes;
+  }
   return s;
 }
 

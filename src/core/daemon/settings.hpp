@@ -54,8 +54,10 @@ struct Settings {
   // "FILE:LINE: what is weak" for settings that let knocks be forged or replayed; logged once the
   // whole configuration is known to be valid (so an error stays one clear line).
   std::vector<std::string> warnings;
-  // privileges
+  // privileges: with privsep (the default) the packets are read by a confined worker running as
+  // `user` (default portknock, else nobody); without it the whole daemon drops to `user`.
   std::optional<std::string> user;
+  bool privsep = true;
 };
 
 // Reads everything but the actions (the rules engine validates those). `for_capture_file`: -pcap
