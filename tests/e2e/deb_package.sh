@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Debian package (debian/): built with dpkg-buildpackage from a copy of the tree, installed
 # with apt-get, the installed config passes knockdaemon -check once the key files it names
-# exist, the installed unit passes systemd-analyze verify (its security score is printed), and
-# purging leaves nothing behind. Needs root: it installs the package on this machine, and the
-# trap purges it again whatever happens.
+# exist, the installed unit passes systemd-analyze verify (its security score is printed;
+# tests/e2e/systemd_unit.sh holds it to 2.0), the worker's system user portknock is made,
+# and purging leaves nothing behind, that user included. Needs root: it installs the package
+# on this machine, and the trap purges it again whatever happens.
 #
 # With BIN_DIR (a plain build of this tree) the package takes that build's knockdaemon and
 # knockclient (debian/rules PORTKNOCK_PREBUILT) instead of compiling them again;
@@ -26,6 +27,10 @@ status=$(dpkg-query -W -f='${db:Status-Status}' portknock 2>/dev/null || true)
   fail "the package portknock is on this machine ($status): purge it first (apt-get purge portknock)"
 for d in /etc/portknock /var/lib/portknock; do
   [ ! -e "$d" ] || fail "$d exists (a cmake --install?): this test installs and purges the package there"
+done
+# The package makes the worker's user and group, and its purge removes them: never someone else's.
+for db in passwd group; do
+  [ -z "$(getent $db portknock)" ] || fail "a $db entry portknock exists: this test makes and removes it"
 done
 
 tmp=$(mktemp -d)
@@ -61,7 +66,8 @@ dpkg-deb -c "$deb" >"$tmp/contents"
 for f in ./usr/sbin/knockdaemon ./usr/bin/knockclient ./etc/portknock/knockdaemon.conf \
          ./etc/portknock/knockclient.conf ./etc/portknock/logformats.conf \
          ./usr/share/man/man1/knockdaemon.1 ./usr/share/man/man1/knockclient.1 \
-         ./lib/systemd/system/knockdaemon.service ./usr/share/doc/portknock/README.Debian \
+         ./lib/systemd/system/knockdaemon.service ./usr/lib/tmpfiles.d/portknock.conf \
+         ./usr/share/doc/portknock/README.Debian \
          ./usr/share/doc/portknock/README.md ./usr/share/doc/portknock/PROTOCOL.md \
          ./usr/share/doc/portknock/copyright; do
   grep -Eq " $f(\.gz)?\$" "$tmp/contents" || fail "not in the package: $f"
@@ -84,7 +90,18 @@ installed=1
 apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "$deb" >"$tmp/install.log" 2>&1 ||
   fail "apt-get install: $(cat "$tmp/install.log")"
 [ "$(dpkg-query -W -f='${db:Status-Status}' portknock)" = installed ] || fail "not installed"
-[ "$(stat -c %a:%U /var/lib/portknock)" = 700:root ] || fail "/var/lib/portknock: $(stat -c %a:%U /var/lib/portknock)"
+# The state cache is the monitor's: root's, 0700, not the worker's.
+[ "$(stat -c %a:%U:%G /var/lib/portknock)" = 700:root:root ] || fail "/var/lib/portknock: $(stat -c %a:%U:%G /var/lib/portknock)"
+# The worker's system user and group: no home, no shell, owning nothing the package installed.
+IFS=: read -r _ _ wuid wgid _ whome wshell <<<"$(getent passwd portknock)" || fail "postinst made no user portknock"
+[ "$(getent group portknock | cut -d: -f3)" = "$wgid" ] || fail "the user portknock's group is not the group portknock: $(getent group portknock)"
+((wuid > 0 && wuid < 1000)) || fail "portknock is not a system user (uid $wuid)"
+[ "$whome" = /nonexistent ] && [ ! -e /nonexistent ] || fail "portknock's home: $whome"
+[ "$wshell" = /usr/sbin/nologin ] || fail "portknock's shell: $wshell"
+owned=$( (dpkg -L portknock; find /etc/portknock /var/lib/portknock) | sort -u |
+  while read -r f; do [ ! -e "$f" ] || stat -c '%U:%G %n' "$f"; done | grep -E '^(portknock:|[^ ]*:portknock )' || true)
+[ -z "$owned" ] || fail "files of the package belong to portknock: $owned"
+say "user portknock (uid $wuid, group $wgid), home $whome, shell $wshell; /var/lib/portknock root 0700"
 [ "$(stat -c %a /etc/portknock/knockdaemon.conf)" = 640 ] || fail "knockdaemon.conf mode $(stat -c %a /etc/portknock/knockdaemon.conf)"
 [ -e /etc/systemd/system/multi-user.target.wants/knockdaemon.service ] || fail "the unit is not enabled"
 /usr/sbin/knockdaemon -version >/dev/null || fail "the installed knockdaemon does not run"
@@ -139,6 +156,7 @@ done
 /usr/sbin/knockdaemon -check -conf "$conf" || fail "the installed config does not pass -check"
 actions=$(maint postinst configure)
 [ "$actions" = "start knockdaemon.service " ] || fail "postinst, fresh install, config OK: '$actions', not start"
+[ "$(getent passwd portknock | cut -d: -f3)" = "$wuid" ] || fail "postinst run again changed the user portknock"
 actions=$(FAKE_ACTIVE=1 maint postinst configure 0.0.1)
 [ "$actions" = "restart knockdaemon.service " ] || fail "postinst, upgrade of a running daemon: '$actions', not restart"
 actions=$(maint prerm remove)
@@ -158,14 +176,22 @@ grep -q 'Overall exposure level' "$tmp/security" || fail "systemd-analyze securi
 grep -v '^✓' "$tmp/security"
 say "security score: $(grep 'Overall exposure level' "$tmp/security" | sed 's/.*: //')"
 
-# 5. Purge: nothing left.
+# 5. Remove keeps the user (the configuration may name it); purge takes it, and leaves nothing.
+say "== remove"
+apt-get remove -y -qq -o DPkg::Lock::Timeout=300 portknock >"$tmp/remove.log" 2>&1 || fail "apt-get remove: $(cat "$tmp/remove.log")"
+[ -n "$(getent passwd portknock)" ] || fail "remove (not purge) took the user portknock"
+
 say "== purge"
 apt-get purge -y -qq -o DPkg::Lock::Timeout=300 portknock >"$tmp/purge.log" 2>&1 || fail "apt-get purge: $(cat "$tmp/purge.log")"
 installed=
 status=$(dpkg-query -W -f='${db:Status-Status}' portknock 2>/dev/null || true)
 [ -z "$status" ] || [ "$status" = not-installed ] || fail "still known to dpkg after purge: $status"
 [ -z "$(dpkg -L portknock 2>/dev/null)" ] || fail "dpkg -L portknock still lists files"
+for db in passwd group; do
+  [ -z "$(getent $db portknock)" ] || fail "left behind after purge: the $db entry $(getent $db portknock)"
+done
 for f in /etc/portknock /var/lib/portknock "$unit" /usr/sbin/knockdaemon /usr/bin/knockclient \
+         /usr/lib/tmpfiles.d/portknock.conf \
          /etc/systemd/system/multi-user.target.wants/knockdaemon.service \
          /var/lib/systemd/deb-systemd-helper-enabled/knockdaemon.service.dsh-also \
          /var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/knockdaemon.service; do

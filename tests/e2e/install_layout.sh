@@ -11,7 +11,8 @@ prefix=$(sed -n "s/^CMAKE_INSTALL_PREFIX:PATH=//p" "$BIN_DIR/CMakeCache.txt")
 p=${prefix#/}
 for f in $p/sbin/knockdaemon $p/bin/knockclient etc/portknock/knockdaemon.conf etc/portknock/knockclient.conf \
          etc/portknock/logformats.conf $p/share/man/man1/knockdaemon.1 $p/share/man/man1/knockclient.1 \
-         $p/lib/systemd/system/knockdaemon.service $p/share/doc/portknock/PROTOCOL.md; do
+         $p/lib/systemd/system/knockdaemon.service $p/lib/tmpfiles.d/portknock.conf \
+         $p/share/doc/portknock/PROTOCOL.md; do
   [ -e "$r/$f" ] || fail "not installed: /$f"
 done
 "$r/$p/sbin/knockdaemon" -man | cmp -s - "$r/$p/share/man/man1/knockdaemon.1" || fail "knockdaemon -man differs from its page"
