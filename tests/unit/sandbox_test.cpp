@@ -4,6 +4,8 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,13 +21,13 @@ namespace knock::daemon {
 namespace {
 
 // Runs `body` in a confined child; returns its wait status.
-int in_confined_child(const std::function<int()>& body, bool filter = true) {
+int in_confined_child(const std::function<int()>& body, int channel = -1) {
   const WorkerAccount account = worker_account(std::nullopt);
   const pid_t pid = fork();
   if (pid == 0) {
     try {
       demote_worker(account);
-      if (filter) install_worker_filter();
+      install_worker_filter(channel);
     } catch (...) {
       _exit(100);
     }
@@ -53,7 +55,7 @@ TEST(Sandbox, WorkerHoldsNothing) {
     try {
       demote_worker(account);
       const int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-      install_worker_filter();
+      install_worker_filter(pipe_fds[1]);
       char buf[8192];
       const ssize_t n = read(fd, buf, sizeof buf);
       if (n > 0) (void)!write(pipe_fds[1], buf, static_cast<std::size_t>(n));
@@ -106,6 +108,35 @@ TEST(Sandbox, AForbiddenCallKillsTheWorker) {
   EXPECT_EQ(WTERMSIG(status), SIGSYS);
 }
 
+TEST(Sandbox, WritesGoOnlyToStderrAndTheChannel) {
+  // A capture or UDP socket the worker reads from must not become a way to send packets.
+  const int udp = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(udp, 0);
+  int status = in_confined_child([udp] {
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(9);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const char m[] = "leak";
+    return sendto(udp, m, sizeof m, 0, reinterpret_cast<sockaddr*>(&to), sizeof to) >= 0 ? 0 : 1;
+  });
+  ASSERT_TRUE(WIFSIGNALED(status)) << status;
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+  int pipe_fds[2];
+  ASSERT_EQ(pipe(pipe_fds), 0);
+  status = in_confined_child([&] { return write(pipe_fds[1], "x", 1) == 1 ? 0 : 1; });
+  ASSERT_TRUE(WIFSIGNALED(status)) << status;
+  EXPECT_EQ(WTERMSIG(status), SIGSYS);
+  // ...while the channel and stderr work.
+  status = in_confined_child([&] { return write(pipe_fds[1], "x", 1) == 1 && write(2, "", 0) == 0 ? 0 : 1; },
+                             pipe_fds[1]);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  close(udp);
+}
+
 TEST(Sandbox, PathsAreRefusedNotFatal) {
   // Library code may try a file (a locale, /proc): it gets EACCES and goes on.
   const int status = in_confined_child([] {
@@ -130,7 +161,7 @@ TEST(Sandbox, WhatTheWorkerDoesStillWorks) {
     timespec ts{};
     if (clock_gettime(CLOCK_REALTIME, &ts) != 0) return 3;
     return 0;
-  });
+  }, pair[1]);
   ASSERT_TRUE(WIFEXITED(status)) << status;
   EXPECT_EQ(WEXITSTATUS(status), 0);
   char got[16] = {};

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -713,7 +714,9 @@ class Daemon {
           if (info.ssi_signo == SIGHUP) {
             if (reload()) {
               open_sources(false);
-              // A new configuration, a new worker: it is built from the new settings.
+              // A new configuration, a new worker: it is built from the new settings. Knocks
+              // the old one already reported are taken first.
+              if (worker_pid_ >= 0) serve_worker();
               stop_worker("reload");
               restart_delay_ = 0;
               next_worker_start_ = 0;
@@ -909,8 +912,9 @@ class Daemon {
     }
     const std::uint8_t reply[3] = {static_cast<std::uint8_t>(privsep::Type::LogReply), privsep::kVersion,
                                    static_cast<std::uint8_t>(copy >= 0 ? 1 : 0)};
-    if (!privsep::send_message(monitor_sock_, std::span(reply, sizeof reply), copy))
-      log::warning("cannot answer the worker's log check: " + errno_message(errno));
+    // Never blocks: a worker that does not read its answers is broken (and killed).
+    if (!privsep::send_message(monitor_sock_, std::span(reply, sizeof reply), copy, MSG_DONTWAIT))
+      why = "it does not read the answers to its log checks (" + errno_message(errno) + ")";
     if (copy >= 0) ::close(copy);
   }
 
@@ -977,7 +981,7 @@ class Daemon {
       close_all_but(sock);
       worker_sock_ = sock;
       demote_worker(account);
-      install_worker_filter();
+      install_worker_filter(sock);
       for (auto& src : sources_) {
         if (auto* file = dynamic_cast<capture::LogSource*>(src.source.get()))
           file->follower().set_name_check([sock](dev_t dev, ino_t ino) { return privsep::ask_for_log(sock, dev, ino, 5000); });

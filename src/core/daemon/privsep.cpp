@@ -317,7 +317,7 @@ std::array<int, 2> make_channel() {
   return {sv[0], sv[1]};
 }
 
-bool send_message(int sock, std::span<const std::uint8_t> message, int fd) noexcept {
+bool send_message(int sock, std::span<const std::uint8_t> message, int fd, int flags) noexcept {
   iovec iov{const_cast<std::uint8_t*>(message.data()), message.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
@@ -333,7 +333,7 @@ bool send_message(int sock, std::span<const std::uint8_t> message, int fd) noexc
     std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
   }
   for (;;) {
-    const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    const ssize_t n = ::sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
     if (n < 0 && errno == EINTR) continue;
     return n == static_cast<ssize_t>(message.size());
   }

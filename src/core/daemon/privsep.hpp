@@ -87,7 +87,8 @@ std::uint8_t type_of(std::span<const std::uint8_t> message) noexcept;
 std::array<int, 2> make_channel();
 
 // Sends one message (and a descriptor when fd >= 0). Returns false on any failure (errno set).
-bool send_message(int sock, std::span<const std::uint8_t> message, int fd = -1) noexcept;
+// flags: MSG_DONTWAIT where a full socket must not block (the monitor's answers).
+bool send_message(int sock, std::span<const std::uint8_t> message, int fd = -1, int flags = 0) noexcept;
 // Receives one message into `buffer` without blocking; returns its size, 0 when the peer is
 // gone, -1 when nothing is there or on error (errno set). A descriptor that came with it lands
 // in *fd (close-on-exec); descriptors where none was expected are closed. A message longer

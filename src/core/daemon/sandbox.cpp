@@ -88,7 +88,7 @@ void demote_worker(const WorkerAccount& account) {
   if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) fail("PR_SET_NO_NEW_PRIVS");
 }
 
-void install_worker_filter() {
+void install_worker_filter(int channel) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
   if (ctx == nullptr) throw RuntimeError("worker confinement: seccomp_init failed");
   int rc = 0;
@@ -104,8 +104,16 @@ void install_worker_filter() {
                    SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(getsockopt), SCMP_SYS(getsockname),
                    SCMP_SYS(fcntl), SCMP_SYS(close)})
     allow(call);
-  // Writing: log lines to stderr, messages to the monitor.
-  for (int call : {SCMP_SYS(write), SCMP_SYS(writev), SCMP_SYS(sendmsg), SCMP_SYS(sendto)}) allow(call);
+  // Writing: log lines to stdout and stderr, messages to the monitor, and nowhere else: a
+  // write on a capture or UDP socket would put packets on the network.
+  for (int call : {SCMP_SYS(write), SCMP_SYS(writev)}) {
+    for (int fd : {1, 2})
+      if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 1, SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(fd)));
+  }
+  for (int call : {SCMP_SYS(write), SCMP_SYS(writev), SCMP_SYS(sendmsg), SCMP_SYS(sendto)}) {
+    if (channel >= 0 && rc == 0)
+      rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 1, SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(channel)));
+  }
   // Memory, never executable.
   for (int call : {SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(madvise)}) allow(call);
   for (int call : {SCMP_SYS(mmap), SCMP_SYS(mprotect)}) {

@@ -7,8 +7,8 @@
 //      that root cannot be regained,
 //   3. is not dumpable, may not fork (RLIMIT_NPROC 0), sets no_new_privs,
 //   4. installs a seccomp filter (libseccomp) that allows only the calls its read paths make:
-//      anything else kills it (SIGSYS), calls that take a path fail with EACCES, and memory can
-//      never be made executable.
+//      anything else kills it (SIGSYS), calls that take a path fail with EACCES, memory can
+//      never be made executable, and it writes only to stdout, stderr and its channel.
 // Not running as root: steps 2 to 4 only (the account stays the caller's).
 #include <optional>
 #include <string>
@@ -31,8 +31,9 @@ WorkerAccount worker_account(const std::optional<std::string>& user);
 
 // Steps 1 to 3. Throws RuntimeError when any step fails (the worker then exits: fail closed).
 void demote_worker(const WorkerAccount& account);
-// Step 4. Throws RuntimeError when the filter cannot be built or loaded.
-void install_worker_filter();
+// Step 4. `channel`: the one descriptor besides stdout and stderr the worker may write to or
+// send on (-1: none). Throws RuntimeError when the filter cannot be built or loaded.
+void install_worker_filter(int channel);
 
 // For tests and the log: "uid 65534, no capabilities, no_new_privs, seccomp filter".
 std::string describe_confinement();
