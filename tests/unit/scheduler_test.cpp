@@ -47,6 +47,26 @@ TEST(Scheduler, OrderCapacityAndDue) {
   EXPECT_EQ(due[0].command, "f");
 }
 
+TEST(Scheduler, ExpediteMakesOnlyMatchingWaitingCommandsDueNow) {
+  Scheduler s;
+  PendingCommand a{0, "close a", "o", false, 0};
+  a.who = "198.18.0.1";
+  PendingCommand b{0, "close b", "o", false, 0};
+  b.who = "198.18.0.2";
+  s.add(a, 100);
+  s.add(b, 200);
+  auto for_a = [](const PendingCommand& p) { return p.who == "198.18.0.1"; };
+  EXPECT_EQ(s.expedite(for_a, 10), 1u);
+  auto due = s.take_due(10);
+  ASSERT_EQ(due.size(), 1u);
+  EXPECT_EQ(due[0].command, "close a");
+  // Started already: not expedited again (it runs once).
+  EXPECT_EQ(s.expedite(for_a, 11), 0u);
+  EXPECT_EQ(s.expedite([](const PendingCommand&) { return true; }, 12), 1u);
+  EXPECT_EQ(s.take_due(12).size(), 1u);
+  EXPECT_TRUE(s.take_due(1000).empty());
+}
+
 TEST(Scheduler, DueTimesFollowTheMonotonicClock) {
   Scheduler s;
   s.add({1000 + 60, "close", "o"}, 5060);  // wall 1000 <-> mono 5000 when added

@@ -532,7 +532,13 @@ bool Engine::handle(const KnockEvent& event) noexcept {
             if (options_.test_mode)
               out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
             else
-              later.push_back({PendingCommand{event.time + action.delay, *cmd, origin, step.is_nft, 0}, mono + action.delay});
+              {
+              PendingCommand p{event.time + action.delay, *cmd, origin, step.is_nft, 0};
+              p.who = event.logip.str();
+              p.client = std::string(event.extras.client);
+              p.knocked = event.time;
+              later.push_back({std::move(p), mono + action.delay});
+            }
           } else if (options_.test_mode) {
             out << "would run: " << kind << *cmd << '\n';
           } else {

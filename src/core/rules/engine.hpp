@@ -101,6 +101,14 @@ class Engine {
   std::vector<PendingCommand> pending() const;
   // One line per pending command: "due 2024-03-05 10:10:00 (in 300s): action a, template t: CMD".
   std::vector<std::string> pending_descriptions(bool relative = false) const;
+  // Runs now the delayed commands `match` accepts (knockctl close): they become due at once and
+  // go to the runner like any other; each still runs once. Returns how many.
+  template <typename Match>
+  std::size_t run_now(const Match& match) {
+    const std::size_t n = scheduler_.expedite(match, clock_->mono());
+    if (n != 0) run_due();
+    return n;
+  }
   // Collects finished commands and records them done.
   void reap() noexcept;
   // Journal fsync (at most once per syncinterval), compaction, state expiry. Call from the loop;

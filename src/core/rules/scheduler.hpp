@@ -24,6 +24,12 @@ struct PendingCommand {
   bool nft = false;     // an nftables command run in process (template key nft), not a shell one
   std::uint64_t id = 0; // unique within the table and its cache (0: not yet assigned)
   int attempts = 0;     // runs that failed so far (in memory only: a restart starts again)
+  // Who it is for (knockctl list, close ADDRESS): the knock's source address, its client or
+  // stanza name ("" for the original format), and when the knock came (wall clock). Empty
+  // `who`: unknown (a cache written before these were recorded).
+  std::string who;
+  std::string client;
+  double knocked = 0;
   bool operator==(const PendingCommand&) const = default;
 };
 
@@ -49,6 +55,23 @@ class Scheduler {
   bool retry(std::uint64_t id, double due_mono);
   // Attempts of a started command so far (-1 if unknown).
   int attempts(std::uint64_t id) const;
+  // Waiting commands that `match` accepts become due at mono_now (knockctl close); returns how
+  // many. Started ones are already on their way.
+  template <typename Match>
+  std::size_t expedite(const Match& match, double mono_now) {
+    std::size_t moved = 0;
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      if (it->first.first <= mono_now || !match(it->second)) {
+        ++it;
+        continue;
+      }
+      auto node = waiting_.extract(it++);
+      node.key().first = mono_now;
+      waiting_.insert(std::move(node));
+      ++moved;
+    }
+    return moved;
+  }
   // Started commands, back to waiting and due at once (after a restart or for a new runner).
   void restart_started(double mono_now);
   std::optional<double> next_due() const;  // monotonic

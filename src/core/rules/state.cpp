@@ -310,8 +310,14 @@ std::string state_record(const std::vector<std::string>& keys, const Scalar& val
 }
 
 std::string pending_record(const PendingCommand& p) {
-  return std::string(p.nft ? "N " : "P ") + std::to_string(p.id) + " " + format_time(p.due) + " " +
-         escape(p.origin) + " " + escape(p.command) + "\n";
+  std::string out = std::string(p.nft ? "N " : "P ") + std::to_string(p.id) + " " + format_time(p.due) + " " +
+                    escape(p.origin) + " " + escape(p.command);
+  // Who it is for, when known: WHO CLIENT KNOCKED (CLIENT "-" for none).
+  if (!p.who.empty())
+    out += " " + escape(p.who) + " " + (p.client.empty() ? std::string("-") : escape(p.client)) + " " +
+           format_time(p.knocked);
+  out += '\n';
+  return out;
 }
 
 std::string done_record(std::uint64_t id) { return "D " + std::to_string(id) + "\n"; }
@@ -476,8 +482,10 @@ bool apply_record(const std::vector<std::string_view>& f, int version, CacheCont
     return true;
   }
   if (f[0] == "P" || f[0] == "N") {
-    const std::size_t skip = version >= 2 ? 1 : 0;  // format 2: P ID DUE ORIGIN COMMAND
-    if (f.size() != 4 + skip) return bad("bad pending record");
+    // format 2: P ID DUE ORIGIN COMMAND [WHO CLIENT KNOCKED]
+    const std::size_t skip = version >= 2 ? 1 : 0;
+    const bool with_who = skip != 0 && f.size() == 7 + skip;
+    if (f.size() != 4 + skip && !with_who) return bad("bad pending record");
     std::uint64_t id = 0;
     if (skip != 0) {
       auto parsed = parse_u64(f[1]);
@@ -489,7 +497,16 @@ bool apply_record(const std::vector<std::string_view>& f, int version, CacheCont
     auto command = unescape(f[3 + skip]);
     if (!time_field(f[1 + skip]) || !origin || !command) return bad("bad pending record");
     if (out.pending.size() >= max_pending) return bad("too many pending commands");
-    out.pending.push_back({numify(f[1 + skip]), std::move(*command), std::move(*origin), f[0] == "N", id});
+    PendingCommand p{numify(f[1 + skip]), std::move(*command), std::move(*origin), f[0] == "N", id};
+    if (with_who) {
+      auto who = unescape(f[5]);
+      auto client = f[6] == "-" ? std::optional<std::string>("") : unescape(f[6]);
+      if (!who || !client || who->empty() || !time_field(f[7])) return bad("bad pending record");
+      p.who = std::move(*who);
+      p.client = std::move(*client);
+      p.knocked = numify(f[7]);
+    }
+    out.pending.push_back(std::move(p));
     return true;
   }
   if (f[0] == "R" && version >= 2) {
