@@ -41,6 +41,7 @@ class Writer {
     put(s.data(), s.size());
   }
   void put(const void* p, std::size_t n) noexcept {
+    if (n == 0) return;  // (an empty view's data() may be null: no memcpy from it)
     if (!ok_ || n > out_.size() - size_) {
       ok_ = false;
       return;
