@@ -20,7 +20,7 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 33> kKnownKeys = {
+constexpr std::array<std::string_view, 34> kKnownKeys = {
     "runmode",
     "logfile",
     "fileinterval",
@@ -54,6 +54,7 @@ constexpr std::array<std::string_view, 33> kKnownKeys = {
     "nflog_group",
     "listen",
     "replaykeep",
+    "observedsource",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
 
