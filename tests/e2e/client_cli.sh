@@ -83,7 +83,10 @@ expect2 "set iv = no" "$K" "${base[@]}" -port 1 -encrypt yes -keyfile "$WORK/key
 expect2 "needs a key" "$K" "${base[@]}" -port 1 -encrypt yes
 expect2 "encrypt must be yes or no" "$K" "${base[@]}" -port 1 -encrypt maybe
 expect2 "proto must be tcp, udp or spa" "$K" "${base[@]}" -port 1 -proto icmp
-expect2 "client must be an IPv4 address" "$K" "${base[@]}" -port 1 -client 2001:db8::1
+expect2 "is IPv6: give -client IPV4ADDRESS or -4, or add IP6" "$K" "${base[@]}" -port 1 -client 2001:db8::1
+expect2 "client must be an IPv4 or IPv6 address" "$K" "${base[@]}" -port 1 -client 198.18.0.256
+expect2 "give -4 or -6, not both" "$K" "${base[@]}" -port 1 -4 -6
+expect2 "asks for IPv6 but 198.18.0.1 is an IPv4" "$K" "${base[@]}" -port 1 -6 -remote 198.18.0.1
 expect2 "no remote host" "$K" -knock IP,PORT -portspan 1000-1255 -port 1
 expect2 "cannot read key file" "$K" "${base[@]}" -port 1 -encrypt yes -keyfile "$WORK/missing"
 printf 'knock = IP,PORT\nportspan = 1000-1255\nprot = tcp\n' > "$WORK/bad.conf"
@@ -97,6 +100,20 @@ spa=(-test -proto spa -client 198.18.0.2 -port 22 -flag0 1 -knock IP,PORT,FLAG0,
 out=$("$K" "${spa[@]}" -key AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8= 2>/dev/null)
 [ "$out" = "a1ef5ed5a9000000006553f100404142434445464748494a4b4c4d4e4f5051525354555657122b0572d0f678e75156bcec4f77ad57eca7c94aa22fb2b0" ] ||
   fail "spa -test printed '$out'"
+# IPv6 (PROTOCOL.md 6.7 e; section 1's IP6 example over a 256-port span, one port per byte).
+out=$("$K" "${spa[@]}" -client 2001:db8::2 -knock IP6,PORT,FLAG0,CHECKSUM -key AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8= 2>/dev/null)
+[ "$out" = "a1ef5ed5a9000000006553f100404142434445464748494a4b4c4d4e4f5051525354555657f43808c8d0e079168ff487beaf9c659092acac3b0ecc9f08b35833d8c7189aad4363ca31" ] ||
+  fail "spa -test with IP6 printed '$out'"
+out=$("$K" -test -client 2001:db8::2 -knock IP6,PORT,FLAG0,CHECKSUM -portspan 1000-1255 -port 22 -flag0 1 2>/dev/null)
+[ "$out" = "1032,1001,1013,1184,1000,1000,1000,1000,1000,1000,1000,1000,1000,1000,1000,1002,1000,1022,1001,1255" ] ||
+  fail "IP6 knock printed '$out'"
+# Both fields: the client's family gets its address, the other zeros; `observed` zeros in both.
+out=$("$K" -test -client 198.18.0.2 -knock IP,IP6,PORT -portspan 1000-1255 -port 22 2>/dev/null)
+[ "$out" = "1198,1018,1000,1002,$(printf '1000,%.0s' $(seq 16))1000,1022" ] || fail "IP,IP6 with a v4 client printed '$out'"
+out=$("$K" -test -client observed -knock IP,IP6,PORT -portspan 1000-1255 -port 22 2>/dev/null)
+[ "$out" = "$(printf '1000,%.0s' $(seq 20))1000,1022" ] || fail "-client observed printed '$out'"
+expect2 "knock carries IP6 but no IP field and the client address 198.18.0.2 is IPv4" "$K" -test -client 198.18.0.2 \
+  -knock IP6,PORT -portspan 1000-1255 -port 1
 "$K" -keygen "$WORK/spa.key" 2>"$WORK/err" || fail "-keygen exited $?"
 grep -q "key id [0-9a-f]\{8\}" "$WORK/err" || fail "-keygen reports no key id: $(cat "$WORK/err")"
 [ "$(stat -c %a "$WORK/spa.key")" = 600 ] || fail "-keygen file mode $(stat -c %a "$WORK/spa.key")"

@@ -28,6 +28,11 @@ std::vector<std::unique_ptr<KnockCodec>> make_codecs() {
   add("IP,PORT,FLAG0,CHECKSUM", "1000-1255", false, "Blowfish", false);
   add("IP,PORT,FLAG0,CHECKSUM", "1000-1031", false, "Blowfish", false);  // 5-bit symbols: padding
   add("PORT,CHECKSUM", "0-1", false, "Blowfish", false);                 // 1-bit symbols
+  add("IP6,PORT,FLAG0,CHECKSUM", "1000-1255", false, "Blowfish", false);  // IPv6: 16 more bytes
+  add("IP,IP6,PORT,CHECKSUM", "1000-1127", true, "Rijndael", false);
+  // The largest knock on the wire: every field with IP6, Blowfish, iv = yes (56 bytes).
+  add("IP,PORT,FLAG0,FLAG1,FLAG2,FLAG3,FLAG4,FLAG5,FLAG6,FLAG7,FLAG8,FLAG9,IP6,CHECKSUM", "1000-1255", true,
+      "Blowfish", true);
   for (const char* c : {"Blowfish", "DES", "DES_EDE3", "CAST5", "IDEA", "Rijndael", "Twofish"}) {
     add("IP,PORT,FLAG0,CHECKSUM", "1000-1255", true, c, false);
     if (block_cipher_block_size(*block_cipher_from_name(c)) == 8)

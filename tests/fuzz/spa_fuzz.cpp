@@ -24,10 +24,13 @@ struct World {
   std::vector<std::uint8_t> key_bytes = std::vector<std::uint8_t>(32, 7);
   KeyRing ring;
   codec::KnockFormat format = codec::KnockFormat::parse("IP,PORT,FLAG0,CHECKSUM", Location{});
+  codec::KnockFormat format6 = codec::KnockFormat::parse("IP6,PORT,FLAG0,CHECKSUM", Location{});
   std::vector<Verifier> verifiers;
+  std::vector<Verifier> verifiers6;  // IPv6 knocks (mode 0 only)
   World() : ring(make(key_bytes)) {
     verifiers.emplace_back(ring, Cipher::XChaCha20Poly1305, format, 120);
     if (cipher_available(Cipher::Aes256Gcm)) verifiers.emplace_back(ring, Cipher::Aes256Gcm, format, 120);
+    verifiers6.emplace_back(ring, Cipher::XChaCha20Poly1305, format6, 120);
   }
   static KeyRing make(const std::vector<std::uint8_t>& k) {
     std::vector<KeyRing::Entry> e;
@@ -45,6 +48,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::span<const std::uint8_t> rest(data + 1, size - 1);
   if (mode == 0) {
     for (const auto& v : w.verifiers)
+      if (v.verify(rest, kNow).ok()) __builtin_trap();
+    for (const auto& v : w.verifiers6)
       if (v.verify(rest, kNow).ok()) __builtin_trap();
   } else if (mode == 1) {
     codec::KnockValues values;

@@ -8,6 +8,7 @@ Python bindings (python3-nacl) and, for AES-256-GCM, python3-cryptography.
 Run with Debian's /usr/bin/python3 (the packages above are Debian's).
 """
 import base64
+import ipaddress
 import os
 import random
 import subprocess
@@ -26,7 +27,7 @@ except ImportError:  # AES-256-GCM cases are skipped (reported)
 
 MAGIC = {"xchacha20poly1305": 0xA1, "aes256gcm": 0xA2}
 NONCE_BYTES = {"xchacha20poly1305": 24, "aes256gcm": 12}
-WIDTH = {"IP": 4, "CLIENT": 4, "PORT": 2, "CHECKSUM": 1, **{"FLAG%d" % i: 1 for i in range(10)}}
+WIDTH = {"IP": 4, "CLIENT": 4, "IP6": 16, "PORT": 2, "CHECKSUM": 1, **{"FLAG%d" % i: 1 for i in range(10)}}
 KEY_ID_CONTEXT = b"portknock spa key id v1"
 ARGON2_OPS = 3
 ARGON2_MEM = 64 * 1024 * 1024
@@ -110,6 +111,10 @@ def ip_text(v):
     return ".".join(str((v >> s) & 255) for s in (24, 16, 8, 0))
 
 
+def ip6_text(v):
+    return str(ipaddress.IPv6Address(v))
+
+
 def b64(b):
     return base64.b64encode(b).decode()
 
@@ -119,6 +124,8 @@ EX_KEY = bytes(range(32))
 EX_TIME = 1700000000
 EX_VALUES = {"IP": 0xC6120002, "PORT": 22, "FLAG0": 1}  # 198.18.0.2
 EX_FMT = "IP,PORT,FLAG0,CHECKSUM"
+EX_VALUES6 = {"IP6": 0x20010DB8000000000000000000000002, "PORT": 22, "FLAG0": 1}  # 2001:db8::2
+EX_FMT6 = "IP6,PORT,FLAG0,CHECKSUM"
 EX_NONCE24 = bytes(range(0x40, 0x58))
 EX_NONCE12 = bytes(range(0x40, 0x4C))
 EX_PASS = b"correct horse battery staple"
@@ -140,6 +147,8 @@ def examples():
     out.append(("c argon2id key", pk.hex(), "id", key_id(pk).hex()))
     out.append(("c message", seal("xchacha20poly1305", pk, "PORT,CHECKSUM", {"PORT": 443}, EX_TIME, EX_NONCE24).hex()))
     out.append(("d ports", ",".join(map(str, to_ports(EX_SPAN, a)))))
+    out.append(("e plain", pack(EX_FMT6, EX_VALUES6).hex()))
+    out.append(("e xchacha ip6", seal("xchacha20poly1305", EX_KEY, EX_FMT6, EX_VALUES6, EX_TIME, EX_NONCE24).hex()))
     return out
 
 
@@ -179,7 +188,8 @@ class Oracle:
         return r.stdout.splitlines()
 
     def random_values(self, fmt):
-        v = {"IP": 0xC6120000 | self.rng.randrange(1 << 17), "PORT": self.rng.randrange(65536)}
+        v = {"IP": 0xC6120000 | self.rng.randrange(1 << 17), "PORT": self.rng.randrange(65536),
+             "IP6": (0x20010DB8 << 96) | self.rng.randrange(1, 1 << 96)}
         for i in range(10):
             v["FLAG%d" % i] = self.rng.randrange(256)
         return {k: val for k, val in v.items() if k in fmt.replace("CLIENT", "IP").split(",")}
@@ -188,15 +198,17 @@ class Oracle:
         args = []
         if "IP" in values:
             args += ["-client", ip_text(values["IP"])]
+        if "IP6" in values:
+            args += ["-client", ip6_text(values["IP6"])]
         for k, val in values.items():
-            if k != "IP":
+            if k not in ("IP", "IP6"):
                 args += ["-" + k.lower(), str(val)]
         return args
 
     # 1. knockclient's messages are the layout of the spec, byte for byte.
     def client_agrees(self):
         formats = ["IP,PORT,FLAG0,CHECKSUM", "PORT", "CLIENT,PORT,FLAG0,FLAG1,FLAG2,FLAG3,FLAG4,FLAG5,FLAG6,FLAG7,FLAG8,FLAG9,CHECKSUM",
-                   "FLAG3,PORT,CHECKSUM,IP"]
+                   "FLAG3,PORT,CHECKSUM,IP", "IP6,PORT,FLAG0,CHECKSUM", "PORT,IP6,FLAG9,CHECKSUM"]
         spans = ["1000-1255", "1000-1031", "2000-2127,3000-3127", EX_SPAN, "40000-40001"]
         ciphers = ["xchacha20poly1305"] + (["aes256gcm"] if AESGCM else [])
         n = 0

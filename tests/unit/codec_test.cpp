@@ -141,6 +141,42 @@ TEST(KnockFormat, RejectsMissingAndOutOfRangeValues) {
   EXPECT_NE(error_of([&] { f.pack(missing); }).find("FLAG0 has no value"), std::string::npos);
 }
 
+// IP6 (this project's extension): 16 bytes in network order, summed by CHECKSUM like any other
+// bytes; a format without it packs exactly as before. The example of doc/PROTOCOL.md section 1.
+TEST(KnockFormat, Ip6IsSixteenBytesInNetworkOrder) {
+  const auto f = KnockFormat::parse("IP6,PORT,FLAG0,CHECKSUM", kHere);
+  EXPECT_EQ(f.byte_length(), 16u + 2 + 1 + 1);
+  KnockValues v;
+  v.set_ip6({0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2});  // 2001:db8::2
+  v.set(Field::Port, 22);
+  v.set(Field::Flag0, 1);
+  EXPECT_EQ(hex(f.pack(v)), "20010db80000000000000000000000020016" "01" "ff");  // 0x20+1+0xd+0xb8+2+22+1 = 255
+  KnockValues back;
+  ASSERT_TRUE(f.unpack(f.pack(v), back));
+  EXPECT_EQ(value_text(back, Field::Ip6), "2001:db8::2");
+  EXPECT_FALSE(back.has(Field::Ip));
+  EXPECT_EQ(back.get(Field::Checksum), 255u);
+  // Both addresses in one knock, in the order listed.
+  const auto both = KnockFormat::parse("IP,IP6,CHECKSUM", kHere);
+  v.set(Field::Ip, 0x0A010101);
+  EXPECT_EQ(hex(both.pack(v)), "0a010101" "20010db8000000000000000000000002" "f5");  // 13 + 232
+  // A format without IP6 ignores the value.
+  EXPECT_EQ(KnockFormat::parse("IP,PORT,FLAG0,CHECKSUM", kHere).pack(v), (Bytes{10, 1, 1, 1, 0, 22, 1, 36}));
+  // Missing value, wrong length, and a flipped address byte caught by CHECKSUM.
+  KnockValues none;
+  none.set(Field::Port, 1);
+  none.set(Field::Flag0, 1);
+  EXPECT_NE(error_of([&] { f.pack(none); }).find("IP6 has no value"), std::string::npos);
+  bool bad_sum = false;
+  auto bytes = f.pack(v);
+  EXPECT_FALSE(f.unpack(std::span(bytes).first(19), back, &bad_sum));
+  EXPECT_FALSE(bad_sum);
+  bytes[15] ^= 1;
+  EXPECT_FALSE(f.unpack(bytes, back, &bad_sum));
+  EXPECT_TRUE(bad_sum);
+  EXPECT_NE(error_of([] { KnockFormat::parse("IP6,IP6", kHere); }).find("listed twice"), std::string::npos);
+}
+
 TEST(KnockFormat, UnpackChecksLengthAndChecksum) {
   const auto f = KnockFormat::parse("IP,PORT,FLAG0,CHECKSUM", kHere);
   KnockValues v;
@@ -410,6 +446,12 @@ KnockValues random_values(const KnockFormat& f, std::mt19937& rng) {
   KnockValues v;
   for (Field field : f.fields()) {
     if (field == Field::Checksum) continue;
+    if (field == Field::Ip6) {
+      KnockValues::Ip6Bytes a{};
+      for (auto& b : a) b = static_cast<std::uint8_t>(rng());
+      v.set_ip6(a);
+      continue;
+    }
     const std::uint32_t r = static_cast<std::uint32_t>(rng());
     v.set(field, field == Field::Ip ? r : field == Field::Port ? (r & 0xFFFF) : (r & 0xFF));
   }
@@ -478,9 +520,14 @@ TEST(KnockCodec, RoundTripEveryCipher) {
   for (const char* cipher : {"Blowfish", "DES", "DES_EDE3", "CAST5", "IDEA", "Rijndael", "Twofish"}) {
     for (bool iv : {false, true}) {
       if (iv && block_cipher_block_size(*block_cipher_from_name(cipher)) != 8) continue;
-      const KnockCodec c(settings("IP,PORT,FLAG0,FLAG1,FLAG2,FLAG3,FLAG4,FLAG5,FLAG6,FLAG7,FLAG8,FLAG9,CHECKSUM",
+      // The largest knock: every field, IP6 included (33 bytes; 56 on the wire with Blowfish and iv).
+      const KnockCodec c(settings("IP,PORT,FLAG0,FLAG1,FLAG2,FLAG3,FLAG4,FLAG5,FLAG6,FLAG7,FLAG8,FLAG9,IP6,CHECKSUM",
                                   "2000-2511,40000-40511", true, "s3cret", cipher, iv));
+      EXPECT_EQ(c.format().byte_length(), kMaxKnockBytes);
       EXPECT_LE(c.wire_bytes(), kMaxWireBytes);
+      if (iv) {
+        EXPECT_EQ(c.wire_bytes(), kMaxWireBytes);
+      }
       for (int trial = 0; trial < 20; ++trial) {
         const auto v = random_values(c.format(), rng);
         const auto r = c.decode(c.encode(v));
@@ -574,8 +621,10 @@ TEST(KnockCodec, ProtocolDocExamples) {
 }
 
 TEST(KnockCodec, DecodeDoesNotAllocate) {
-  const KnockCodec enc(settings("IP,PORT,FLAG0,CHECKSUM", "1000-1255", true, "password", "Blowfish", true));
-  const auto good = enc.encode(example_values());
+  const KnockCodec enc(settings("IP,PORT,FLAG0,IP6,CHECKSUM", "1000-1255", true, "password", "Blowfish", true));
+  KnockValues values = example_values();
+  values.set_ip6({0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2});
+  const auto good = enc.encode(values);
   auto bad = good;
   bad[20] = 5;
   g_allocs = 0;

@@ -74,6 +74,22 @@ TEST(Expr, FieldValues) {
   EXPECT_EQ(v[Var::ThisMinute].str(), "5");
   EXPECT_FALSE(v[Var::Flag1].defined());  // not in the knock
   EXPECT_EQ(make_vars({}, IpAddress(), 1709633100.9)[Var::Time].str(), "1709633100");
+  // IP6 and FAMILY: 6 with IP6, else 4 with IP, else LOGIP's family.
+  EXPECT_FALSE(v[Var::Ip6].defined());
+  EXPECT_EQ(v[Var::Family].str(), "4");
+  codec::KnockValues kv;
+  kv.set_ip6({0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2});
+  kv.set(codec::Field::Port, 22);
+  const Vars w = make_vars(kv, *IpAddress::parse("198.18.0.1"), 0);
+  EXPECT_EQ(w[Var::Ip6].str(), "2001:db8::2");
+  EXPECT_FALSE(w[Var::Ip].defined());
+  EXPECT_EQ(w[Var::Port].str(), "22");
+  EXPECT_EQ(w[Var::Family].str(), "6");
+  EXPECT_EQ(make_vars({}, *IpAddress::parse("2001:db8::7"), 0)[Var::Family].str(), "6");
+  EXPECT_EQ(make_vars({}, *IpAddress::parse("198.18.0.7"), 0)[Var::Family].str(), "4");
+  EXPECT_EQ(Expr::parse("FAMILY == 6 && IP6 eq '2001:db8::2'", here()).evaluate(w, nullptr).value.str(), "1");
+  EXPECT_EQ(var_name(Var::Ip6), "IP6");
+  EXPECT_EQ(var_from_name("FAMILY"), Var::Family);
 }
 
 TEST(Expr, ArithmeticAndPrecedence) {

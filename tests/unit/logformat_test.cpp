@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "client/net.hpp"
 #include "config/tree.hpp"
 
 using namespace knock;
@@ -75,8 +76,8 @@ TEST(LogFormat, ShippedFormatsParseTheirSampleLines) {
     EXPECT_EQ(format.last_interface(), want[6]);
     EXPECT_DOUBLE_EQ(o->time, 1234.5);
   }
-  EXPECT_GE(checked, 19);
-  EXPECT_GE(accepted, 12);
+  EXPECT_GE(checked, 26);
+  EXPECT_GE(accepted, 16);
 }
 
 // issue 11: the shipped formats take only lines the kernel (or ulogd) wrote, with the shipped
@@ -219,4 +220,30 @@ TEST(LogFormat, TextHelpers) {
   EXPECT_FALSE(parse_address_text("198.18.0.1 "));
   EXPECT_FALSE(parse_address_text(std::string(200, '1')));
   EXPECT_FALSE(parse_address_text(std::string("198.18.0.1\0", 11)));
+}
+
+// knockclient -logfile writes ip6tables LOG lines as the kernel does (full IPv6 text, TC=,
+// HOPLIMIT=): the shipped iptables format reads them back, for TCP and UDP.
+TEST(LogFormat, KnockclientLogLinesOfBothFamilies) {
+  const config::Value root = config::parse_file(std::string(SOURCE_DIR) + "/etc/logformats.conf");
+  const LogFormat format(*root.find("logformat")->find("iptables"));
+  for (const char* pair : {"198.18.0.2 198.18.0.1", "2001:db8::2 2001:db8:0:1::1"}) {
+    const std::string text(pair);
+    const auto src = *IpAddress::parse(text.substr(0, text.find(' ')));
+    const auto dst = *IpAddress::parse(text.substr(text.find(' ') + 1));
+    for (auto proto : {client::Proto::Tcp, client::Proto::Udp}) {
+      const std::string line = client::iptables_log_line(src, dst, 40000, 2001, proto, "host", 1700000000, 12.5);
+      SCOPED_TRACE(line);
+      if (!src.is_v4()) {
+        EXPECT_NE(line.find("SRC=2001:0db8:0000:0000:0000:0000:0000:0002 DST=2001:0db8:0000:0001:"), std::string::npos);
+      }
+      const auto o = format.parse_line(line, 1);
+      ASSERT_TRUE(o.has_value());
+      EXPECT_EQ(o->source, src);
+      EXPECT_EQ(o->destination, dst);
+      EXPECT_EQ(o->dest_port, 2001);
+      EXPECT_EQ(o->source_port, 40000);
+      EXPECT_EQ(o->protocol, proto == client::Proto::Tcp ? kProtoTcp : kProtoUdp);
+    }
+  }
 }

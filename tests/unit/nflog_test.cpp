@@ -171,6 +171,33 @@ TEST(Nflog, UdpWithPayload) {
   EXPECT_LE(m.observation.payload + m.observation.payload_size, b.data() + b.size());
 }
 
+// An IPv6 datagram with extension headers (hop-by-hop, destination options) and an SPA-sized
+// payload, as NFLOG hands it for an ip6tables/nft inet rule: family AF_INET6, hw_protocol 0x86dd.
+TEST(Nflog, Ipv6UdpWithExtensionHeadersAndPayload) {
+  PacketSpec s = udp4();
+  s.source = ip("2001:db8:1::2");
+  s.destination = ip("2001:db8::1");
+  s.ipv6_ext_headers = {0, 60};
+  s.payload.assign(73, 0xA1);
+  const Bytes b = kernel_like(s, true);
+  const NflogMessage m = parse(b);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(m.family, 10);
+  EXPECT_EQ(m.observation.source.str(), "2001:db8:1::2");
+  EXPECT_EQ(m.observation.destination.str(), "2001:db8::1");
+  EXPECT_EQ(m.observation.protocol, kProtoUdp);
+  EXPECT_EQ(m.observation.dest_port, 62202);
+  ASSERT_EQ(m.observation.payload_size, 73u);
+  EXPECT_LE(m.observation.payload + m.observation.payload_size, b.data() + b.size());
+  // Cut anywhere inside the IPv6 packet: refused, never read past the message.
+  for (std::size_t cut = 1; cut < 40 + 8 + 8 + 8; ++cut) {
+    PacketSpec t = s;
+    Bytes frame = build_frame(kDltIpv6, t);
+    frame.resize(cut);
+    EXPECT_FALSE(parse(message({hdr(0x86DD), payload(frame)}, 10)).ok()) << cut;
+  }
+}
+
 TEST(Nflog, NoTimestampMeansNow) {
   const NflogMessage m = parse(message({hdr(0x0800), payload(build_frame(kDltIpv4, syn4()))}), 1234.5);
   ASSERT_TRUE(m.ok());

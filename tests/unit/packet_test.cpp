@@ -300,3 +300,53 @@ TEST(Packet, BadHeaders) {
   v.ipv6_ext_headers.assign(20, 60);
   EXPECT_EQ(parse(kDltRaw, build_frame(kDltRaw, v)).status, ParseStatus::BadHeader);
 }
+
+namespace {
+// Raw IPv6 bytes written out by hand (not by build_frame): hop-by-hop, AH and destination options
+// before a TCP SYN; every prefix of it is refused without reading past the capture.
+std::vector<std::uint8_t> v6_syn_with_ah() {
+  std::vector<std::uint8_t> f = {0x60, 0, 0, 0, 0, 8 + 24 + 8 + 20, 0 /* hop-by-hop */, 64};
+  const std::uint8_t src[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
+  const std::uint8_t dst[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  f.insert(f.end(), src, src + 16);
+  f.insert(f.end(), dst, dst + 16);
+  for (std::uint8_t b : {51, 0, 1, 4, 0, 0, 0, 0}) f.push_back(b);  // hop-by-hop -> AH, PadN
+  // AH -> destination options, payload length 4 (= (4 + 2) * 4 = 24 bytes): SPI, sequence, ICV
+  for (std::uint8_t b : {60, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 7}) f.push_back(b);
+  for (int i = 0; i < 12; ++i) f.push_back(0xAA);
+  for (std::uint8_t b : {6, 0, 1, 4, 0, 0, 0, 0}) f.push_back(b);  // destination options -> TCP
+  for (std::uint8_t b : {0x9c, 0x41, 0x07, 0xd1, 0, 0, 0, 42, 0, 0, 0, 0, 0x50, 0x02, 0xfd, 0x20, 0, 0, 0, 0})
+    f.push_back(b);  // 40001 -> 2001, seq 42, SYN
+  return f;
+}
+}  // namespace
+
+TEST(Packet, HandWrittenIpv6HopByHopAhDestinationOptions) {
+  const auto f = v6_syn_with_ah();
+  const ParseResult r = parse_packet_result(kDltRaw, f.data(), f.size(), 5);
+  ASSERT_TRUE(r.ok()) << to_string(r.status);
+  EXPECT_EQ(r.observation.source.str(), "2001:db8:1::2");
+  EXPECT_EQ(r.observation.destination.str(), "2001:db8::1");
+  EXPECT_EQ(r.observation.source_port, 40001);
+  EXPECT_EQ(r.observation.dest_port, 2001);
+  EXPECT_EQ(r.observation.tcp_seq, 42u);
+  EXPECT_EQ(r.observation.tcp_flags, kTcpSyn);
+  for (std::size_t len = 0; len < f.size(); ++len) {
+    const std::vector<std::uint8_t> cut(f.begin(), f.begin() + static_cast<std::ptrdiff_t>(len));
+    const ParseResult c = parse_packet_result(kDltRaw, cut.data(), cut.size(), 5);
+    EXPECT_FALSE(c.ok()) << len;
+    EXPECT_EQ(c.status, ParseStatus::Truncated) << len;
+  }
+  // An AH length that runs past the packet is truncated, not read.
+  auto bad = f;
+  bad[40 + 8 + 1] = 200;
+  EXPECT_EQ(parse_packet_result(kDltRaw, bad.data(), bad.size(), 5).status, ParseStatus::Truncated);
+  // A first fragment (M = 1) cut inside the TCP header is a fragment, not a knock.
+  std::vector<std::uint8_t> frag(f.begin(), f.begin() + 40);
+  frag[6] = 44;
+  frag[4] = 0;
+  frag[5] = 8 + 10;
+  for (std::uint8_t b : {6, 0, 0, 1, 0, 0, 0, 9}) frag.push_back(b);
+  for (int i = 0; i < 10; ++i) frag.push_back(f[f.size() - 20 + static_cast<std::size_t>(i)]);
+  EXPECT_EQ(parse_packet_result(kDltRaw, frag.data(), frag.size(), 5).status, ParseStatus::Fragment);
+}

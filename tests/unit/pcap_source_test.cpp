@@ -345,6 +345,15 @@ TEST(BpfFilter, CompilesForEveryLinkTypeAndFilters) {
     if (dlt != kDltIpv4) {
       EXPECT_TRUE(bpf_passes(dlt, expr, build_frame(dlt, spec("2001:db8::2", "2001:db8::1", 2005))));
       EXPECT_FALSE(bpf_passes(dlt, expr, build_frame(dlt, spec("2001:db8::2", "2001:db8::1", 2999))));
+      // IPv6 extension headers hide the TCP header from pcap's tests: such packets pass whole.
+      PacketSpec ext = spec("2001:db8::2", "2001:db8::1", 2005);
+      for (std::vector<std::uint8_t> chain : {std::vector<std::uint8_t>{0}, {60}, {43, 60}, {44}, {0, 44}}) {
+        ext.ipv6_ext_headers = chain;
+        EXPECT_TRUE(bpf_passes(dlt, expr, build_frame(dlt, ext))) << int(chain[0]);
+      }
+      PacketSpec v6udp = spec("2001:db8::2", "2001:db8::1", 2005);
+      v6udp.protocol = kProtoUdp;
+      EXPECT_FALSE(bpf_passes(dlt, expr, build_frame(dlt, v6udp)));
     }
     PacketSpec opts = spec("198.18.0.2", "198.18.0.1", 2001);
     opts.ipv4_options = {1, 1, 1, 1, 1, 1, 1, 0};
@@ -365,10 +374,11 @@ TEST(BpfFilter, CompilesForEveryLinkTypeAndFilters) {
 TEST(BpfFilter, ExpressionShapes) {
   const std::vector<std::uint16_t> span = {2003, 2001, 2002, 2000, 2010, 4000, 4001};
   EXPECT_EQ(bpf_filter(filter_from("proto = UDP\n"), span),
-            "udp and (dst portrange 2000-2003 or dst port 2010 or dst portrange 4000-4001)");
-  EXPECT_EQ(bpf_filter(filter_from("proto = IP_PROTO_TCP\n"), {}), "tcp");
+            "(udp and (dst portrange 2000-2003 or dst port 2010 or dst portrange 4000-4001))"
+            " or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))");
+  EXPECT_EQ(bpf_filter(filter_from("proto = IP_PROTO_TCP\n"), {}), "(tcp) or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))");
   EXPECT_EQ(bpf_filter(filter_from("proto = TCP\nflags = SYN\n"), {22}),
-            "((ip and tcp[tcpflags] & 2 != 0) or (ip6 and tcp)) and dst port 22");
+            "(((ip and tcp[tcpflags] & 2 != 0) or (ip6 and tcp)) and dst port 22) or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))");
   const std::string any = bpf_filter(EthFilter(), {22});
   EXPECT_TRUE(bpf_compiles(kDltRaw, any)) << any;
   EXPECT_TRUE(bpf_passes(kDltRaw, any, build_frame(kDltRaw, spec("198.18.0.2", "198.18.0.1", 22))));

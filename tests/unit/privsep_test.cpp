@@ -64,10 +64,16 @@ TEST(Privsep, FwknopNamesAndV6RoundTrip) {
   e.extras.user = "bob";
   e.extras.proto = "tcp";
   e.extras.client_timeout = 30;
+  codec::KnockValues::Ip6Bytes ip6{};
+  ip6[0] = 0x20;
+  ip6[1] = 0x01;
+  ip6[15] = 7;
+  e.values.set_ip6(ip6);
   KnockReport r;
   std::string why;
   ASSERT_TRUE(decode_knock(encoded(KnockKind::Fwknop, e), r, why)) << why;
   EXPECT_EQ(r.event.logip.str(), "2001:db8::7");
+  EXPECT_EQ(r.event.values, e.values);  // IP6 too
   EXPECT_EQ(r.event.extras.user, "bob");
   EXPECT_EQ(r.event.extras.proto, "tcp");
   EXPECT_EQ(r.event.extras.client_timeout, 30u);
@@ -106,6 +112,7 @@ TEST(Privsep, HostileHeadersAreRefused) {
       {0, 9, "not a KNOCK of this version"},  {1, 2, "not a KNOCK of this version"},
       {kKindAt, 3, "unknown knock kind 3"},     {kFlagsAt, 2, "unknown flags"},
       {kFamilyAt, 5, "bad address family 5"}, {kMaskAt, 0x80, "unknown fields"},
+      {kMaskAt, 0x20, "IP6 among the 32-bit fields"},
   };
   for (const auto& c : cases) {
     auto message = good;
@@ -151,7 +158,7 @@ TEST(Privsep, NamesAreBoundedAndPrintable) {
   EXPECT_EQ(encode_knock(KnockKind::Spa, false, e, out), 0u);  // the worker cannot even say it
 
   auto message = encoded(KnockKind::Spa, sample_event());
-  const std::size_t name_at = kFieldsAt + 3 * 4;
+  const std::size_t name_at = kFieldsAt + 3 * 4 + 1;  // after the IP6 presence byte
   ASSERT_EQ(message[name_at], 5);  // "alice"
   message[name_at + 1] = '\n';
   KnockReport r;

@@ -1049,3 +1049,137 @@ TEST(Attack, JournalLostBySnapshotFailureComesBack) {
   EXPECT_TRUE(accepted) << "every knock is refused until SIGHUP or a restart";
   std::filesystem::remove_all(dir);
 }
+
+// ---------------------------------------------------------------- IPv6 and families
+
+namespace {
+codec::KnockValues::Ip6Bytes v6(const char* text) {
+  const auto a = *IpAddress::parse(text);
+  codec::KnockValues::Ip6Bytes b{};
+  std::copy(a.bytes(), a.bytes() + 16, b.begin());
+  return b;
+}
+KnockEvent kn6(double t, const char* ip6, const char* logip, std::uint16_t port = 22) {
+  KnockEvent e;
+  e.values.set_ip6(v6(ip6));
+  e.values.set(codec::Field::Port, port);
+  e.logip = *IpAddress::parse(logip);
+  e.time = t;
+  return e;
+}
+const char* kFamilies = R"C(
+<actions>
+  <action open>
+    condition = PORT == 22
+    template  = open
+  </action>
+  <action close>
+    condition = PORT == 22
+    template  = close
+    delay     = 30s
+  </action>
+  <action six>
+    condition = FAMILY == 6 && PORT == 22
+    template  = note
+  </action>
+</actions>
+<template open>
+  system4 = "/usr/sbin/iptables -I INPUT -s IP -p tcp --dport PORT -j ACCEPT"
+  system6 = "/usr/sbin/ip6tables -I INPUT -s IP6 -p tcp --dport PORT -j ACCEPT"
+  nft4    = "add element inet portknock allowed4 { IP . PORT timeout 60s }"
+  nft6    = "add element inet portknock allowed6 { IP6 . PORT timeout 60s }"
+</template>
+<template close>
+  system4 = "/usr/sbin/iptables -D INPUT -s IP -p tcp --dport PORT -j ACCEPT"
+  system6 = "/usr/sbin/ip6tables -D INPUT -s IP6 -p tcp --dport PORT -j ACCEPT"
+</template>
+<template note>
+  system = "/bin/note LOGIP FAMILY"
+</template>
+)C";
+std::vector<std::string> texts(const RecordingRunner& r, std::size_t from = 0) {
+  std::vector<std::string> out;
+  for (std::size_t i = from; i < r.commands.size(); ++i) out.push_back((r.commands[i].nft ? "nft " : "") + r.commands[i].text);
+  return out;
+}
+}  // namespace
+
+// system4/nft4 run for a knock of family 4, system6/nft6 for family 6, in one action; IP6 and
+// LOGIP substitute as RFC 5952 text; FAMILY in a condition.
+TEST(Engine, PerFamilyTemplatesAndIp6) {
+  Rig rig(kFamilies);
+  ASSERT_TRUE(rig.handle(kn(kT0)));
+  EXPECT_EQ(texts(rig.runner), (std::vector<std::string>{
+                                   "/usr/sbin/iptables -I INPUT -s 198.18.0.1 -p tcp --dport 22 -j ACCEPT",
+                                   "nft add element inet portknock allowed4 { 198.18.0.1 . 22 timeout 60s }"}));
+  const std::size_t before = rig.runner.commands.size();
+  ASSERT_TRUE(rig.handle(kn6(kT0 + 1, "2001:0db8:0:0::0002", "2001:db8::99")));
+  EXPECT_EQ(texts(rig.runner, before),
+            (std::vector<std::string>{"/usr/sbin/ip6tables -I INPUT -s 2001:db8::2 -p tcp --dport 22 -j ACCEPT",
+                                      "nft add element inet portknock allowed6 { 2001:db8::2 . 22 timeout 60s }",
+                                      "/bin/note 2001:db8::99 6"}));
+  const std::size_t before_close = rig.runner.commands.size();
+  rig.run_due(kT0 + 40);
+  EXPECT_EQ(texts(rig.runner, before_close),
+            (std::vector<std::string>{"/usr/sbin/iptables -D INPUT -s 198.18.0.1 -p tcp --dport 22 -j ACCEPT",
+                                      "/usr/sbin/ip6tables -D INPUT -s 2001:db8::2 -p tcp --dport 22 -j ACCEPT"}));
+  // A knock without any address field: FAMILY is LOGIP's.
+  KnockEvent e;
+  e.values.set(codec::Field::Port, 22);
+  e.logip = *IpAddress::parse("2001:db8::7");
+  e.time = kT0 + 50;
+  const std::size_t before_logip = rig.runner.commands.size();
+  EXPECT_FALSE(rig.handle(e));  // IP6 is not in this knock: refused as a whole
+  EXPECT_EQ(rig.runner.commands.size(), before_logip);
+  EXPECT_NE(config_error("<template t>\n  state4 = state(x)++\n</template>\n").find("bad.conf:2: unknown key 'state4'"),
+            std::string::npos);
+  EXPECT_NE(config_error("<template t>\n  system5 = /bin/true\n</template>\n").find("unknown key 'system5'"),
+            std::string::npos);
+}
+
+// A knock carrying 0.0.0.0 / :: asks for the address it came from: refused unless the config
+// says observedsource = yes; then IP or IP6 is LOGIP, by LOGIP's family.
+TEST(Engine, ObservedSourceOnlyWhenAllowed) {
+  const std::string actions = R"C(
+<actions>
+  <action open>
+    condition = PORT == 22
+    template  = open
+  </action>
+</actions>
+<template open>
+  system4 = "/sbin/iptables -I INPUT -s IP -j ACCEPT"
+  system6 = "/sbin/ip6tables -I INPUT -s IP6 -j ACCEPT"
+</template>
+)C";
+  KnockEvent both;
+  both.values.set(codec::Field::Ip, 0);
+  both.values.set_ip6({});
+  both.values.set(codec::Field::Port, 22);
+  both.logip = *IpAddress::parse("2001:db8::5");
+  both.time = kT0;
+  {
+    Rig rig(actions);
+    EXPECT_FALSE(rig.engine->observed_source());
+    EXPECT_FALSE(rig.handle(both));
+    KnockEvent v4 = kn(kT0 + 1, 0);
+    EXPECT_FALSE(rig.handle(v4));
+    EXPECT_TRUE(rig.runner.commands.empty());
+    EXPECT_EQ(rig.engine->refused_knocks(), 2u);
+  }
+  Rig rig(actions + "observedsource = yes\n");
+  ASSERT_TRUE(rig.handle(both));
+  KnockEvent v4 = kn(kT0 + 1, 0);
+  v4.logip = *IpAddress::parse("198.18.0.9");
+  ASSERT_TRUE(rig.handle(v4));
+  // A carried address wins over the observed one even when allowed; the other family's zeros
+  // mean "none".
+  KnockEvent carried = both;
+  carried.values.set_ip6(v6("2001:db8::2"));
+  ASSERT_TRUE(rig.handle(carried));
+  EXPECT_EQ(texts(rig.runner), (std::vector<std::string>{"/sbin/ip6tables -I INPUT -s 2001:db8::5 -j ACCEPT",
+                                                          "/sbin/iptables -I INPUT -s 198.18.0.9 -j ACCEPT",
+                                                          "/sbin/ip6tables -I INPUT -s 2001:db8::2 -j ACCEPT"}));
+  EXPECT_NE(config_error("observedsource = maybe\n").find("bad.conf:1: observedsource must be yes or no"),
+            std::string::npos);
+}

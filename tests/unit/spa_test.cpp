@@ -173,10 +173,44 @@ TEST(Spa, ProtocolDocExamples) {
     EXPECT_NE(doc.find(s), std::string::npos) << s;
 }
 
+// IP6 in the authenticated message (doc/PROTOCOL.md 6.7 e, from tests/oracle/spa_nacl.py): sealed,
+// verified, its address intact; a bit of the address flipped in transit fails the tag.
+TEST(Spa, Ip6ExampleAndRoundTrip) {
+  const auto fmt = KnockFormat::parse("IP6,PORT,FLAG0,CHECKSUM", kHere);
+  KnockValues v;
+  v.set_ip6({0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2});
+  v.set(Field::Port, 22);
+  v.set(Field::Flag0, 1);
+  EXPECT_EQ(hex(fmt.pack(v)), "20010db8000000000000000000000002001601ff");
+  const auto e = seal(Cipher::XChaCha20Poly1305, fmt, v, example_key(), kNow, counting(0x40, 24));
+  const std::string e_hex =
+      "a1ef5ed5a9000000006553f100404142434445464748494a4b4c4d4e4f5051525354555657f43808c8d0e079168ff487beaf9c6590"
+      "92acac3b0ecc9f08b35833d8c7189aad4363ca31";
+  EXPECT_EQ(hex(e), e_hex);
+  EXPECT_EQ(e.size(), 53u + 20);
+  std::ifstream in(std::string(SOURCE_DIR) + "/doc/PROTOCOL.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string doc;
+  for (char c : ss.str())
+    if (c != ' ' && c != '\n') doc += c;
+  EXPECT_NE(doc.find(e_hex), std::string::npos);
+
+  KeyRing ring = Fixture::make_ring();
+  const Verifier verifier(ring, Cipher::XChaCha20Poly1305, fmt, 60);
+  const Verified ok = verifier.verify(e, kNow);
+  ASSERT_TRUE(ok.ok()) << to_string(ok.reason);
+  EXPECT_EQ(value_text(ok.values, Field::Ip6), "2001:db8::2");
+  EXPECT_EQ(ok.values.get(Field::Port), 22u);
+  auto flipped = e;
+  flipped[header_bytes(Cipher::XChaCha20Poly1305) + 15] ^= 1;  // the last byte of the address
+  EXPECT_EQ(verifier.verify(flipped, kNow).reason, Reason::Tag);
+}
+
 TEST(Spa, SizesAndNames) {
   EXPECT_EQ(message_bytes(Cipher::XChaCha20Poly1305, example_format()), 61u);
   EXPECT_EQ(message_bytes(Cipher::Aes256Gcm, example_format()), 49u);
-  EXPECT_EQ(kMaxMessageBytes, 70u);
+  EXPECT_EQ(kMaxMessageBytes, 86u);  // 37 + 33 (every field, IP6 included) + 16
   EXPECT_EQ(cipher_from_name("XChaCha20Poly1305"), Cipher::XChaCha20Poly1305);
   EXPECT_EQ(cipher_from_name("aes256gcm"), Cipher::Aes256Gcm);
   EXPECT_FALSE(cipher_from_name("blowfish"));

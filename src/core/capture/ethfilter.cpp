@@ -226,6 +226,10 @@ std::string bpf_filter(const EthFilter& filter, const std::vector<std::uint16_t>
   std::string expr = proto;
   const std::string ports = port_clause(span_ports, max_ranges);
   if (!ports.empty()) expr += " and " + ports;
+  // pcap's tcp, udp and port tests on IPv6 read only the fixed header's next header: a packet
+  // with extension headers (hop-by-hop, routing, fragment, destination options, AH) passes
+  // whole, for the parser to find its TCP or UDP header (a superset, as the filter must be).
+  expr = "(" + expr + ") or (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 60 or ip6[6] == 51))";
   return dlt < 0 ? expr : link_filter(expr, dlt);
 }
 

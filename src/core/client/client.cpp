@@ -19,7 +19,7 @@ namespace knock::client {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: knockclient [-conf FILE] -remote HOST [-client IP] [-port N] [-flag0 N ... -flag9 N]\n"
+    "usage: knockclient [-conf FILE] -remote HOST [-4|-6] [-client IP|observed] [-port N] [-flag0 N ... -flag9 N]\n"
     "                   [-knock F1,F2,...] [-portspan a-b,c,...] [-encrypt yes|no] [-cipher NAME]\n"
     "                   [-iv yes|no] [-key KEY | -key - | -keyfile FILE] [-proto tcp|udp|spa]\n"
     "                   [-spacipher xchacha20poly1305|aes256gcm] [-spaform udp|ports|udpports]\n"
@@ -33,6 +33,7 @@ constexpr const char* kUsage =
     "  -keygen   write a new random SPA key (base64) to FILE (mode 0600, never overwritten) or stdout\n"
     "  -logfile  append the knock as iptables LOG lines to FILE instead of sending it\n"
     "  -delay    milliseconds between knock packets (default 10)\n"
+    "  -4, -6    resolve HOST to an IPv4 (A) or IPv6 (AAAA) address only\n"
     "Config: -conf FILE, else the first of ~/.knockclient.conf, BIN/knockclient.conf,\n"
     "BIN/etc/knockclient.conf, BIN/../etc/knockclient.conf, /etc/portknock/knockclient.conf.\n"
     "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Full manual: knockclient -man\n";
@@ -114,6 +115,8 @@ const std::vector<cli::OptionSpec>& option_specs() {
     s.push_back({"conf", true});
     for (const auto& k : kValueKeys) s.push_back({k, true});
     for (const auto& k : kFlagKeys) s.push_back({k, false});
+    s.push_back({"4", false});
+    s.push_back({"6", false});
     s.push_back({"keygen", false});
     s.push_back({"h", false});
     s.push_back({"help", false});
@@ -261,36 +264,53 @@ ClientPlan make_plan(const cli::ParsedArgs& args, const config::Value* root,
     if (auto v = src.get(name)) plan.values.set(field, parse_number(*v, 255, name));
     else if (format.has(field)) plan.values.set(field, 0);
   }
+  // -client ADDRESS (IPv4 or IPv6), or `observed`: the knock carries 0.0.0.0 / :: and asks the
+  // daemon for the address it came from (only where its config says observedsource = yes).
   std::optional<codec::SettingText> client_text = src.get("client");
-  if (client_text) {
+  const bool observed = client_text && client_text->text == "observed";
+  if (client_text && !observed) {
     const auto ip = IpAddress::parse(client_text->text);
-    if (!ip || !ip->is_v4())
-      throw ConfigError(client_text->where, "client must be an IPv4 address, not '" + client_text->text + "'");
+    if (!ip)
+      throw ConfigError(client_text->where,
+                        "client must be an IPv4 or IPv6 address or 'observed', not '" + client_text->text + "'");
     plan.client = *ip;
   }
+  if (args.has("4") && args.has("6")) throw ConfigError("give -4 or -6, not both");
+  const int family = args.has("4") ? 4 : args.has("6") ? 6 : 0;
 
   // The remote host: needed to send or log, and for the default client address.
+  const bool has4 = format.has(codec::Field::Ip), has6 = format.has(codec::Field::Ip6);
   const auto remote = src.get("remote");
-  const bool need_client_ip = format.has(codec::Field::Ip) && !plan.client;
+  const bool need_client_ip = (has4 || has6) && !plan.client && !observed;
   if (!remote && (!plan.test || need_client_ip))
     throw ConfigError("no remote host: give -remote HOST (or remote = HOST in the config)");
   if (remote) {
     if (remote->text.empty()) throw ConfigError(remote->where, "remote needs a host name or address");
     plan.remote_name = remote->text;
-    plan.remote = resolve_host(remote->text);
-    if (!plan.client) {
-      const IpAddress local = route_source(*plan.remote);
-      if (local.is_v4()) {
-        plan.client = local;
-      } else if (format.has(codec::Field::Ip)) {
-        throw ConfigError("the IP field holds an IPv4 address and the route to " + remote->text +
-                          " is IPv6: give -client IPv4ADDRESS");
-      } else {
-        plan.client = local;
-      }
+    plan.remote = resolve_host(remote->text, family);
+    if (!plan.client) plan.client = route_source(*plan.remote);
+  }
+  // IP and IP6: the client's address in the field of its family; the other one, if the format
+  // has both, all zeros (no address of that family).
+  if (has4) plan.values.set(codec::Field::Ip, 0);
+  if (has6) plan.values.set_ip6({});
+  if ((has4 || has6) && !observed) {
+    const IpAddress& c = *plan.client;
+    const std::string whence = client_text ? "" : " (the route to " + *plan.remote_name + ")";
+    if (c.is_v4() && !has4)
+      throw ConfigError("the knock carries IP6 but no IP field and the client address " + c.str() + whence +
+                        " is IPv4: give -client IPV6ADDRESS or -6, or add IP to knock =");
+    if (!c.is_v4() && !has6)
+      throw ConfigError("the knock's IP field holds an IPv4 address and the client address " + c.str() + whence +
+                        " is IPv6: give -client IPV4ADDRESS or -4, or add IP6 to knock =");
+    if (c.is_v4()) {
+      plan.values.set(codec::Field::Ip, c.v4_host_order());
+    } else {
+      codec::KnockValues::Ip6Bytes a{};
+      std::copy(c.bytes(), c.bytes() + a.size(), a.begin());
+      plan.values.set_ip6(a);
     }
   }
-  if (format.has(codec::Field::Ip)) plan.values.set(codec::Field::Ip, plan.client->v4_host_order());
   return plan;
 }
 
@@ -398,9 +418,7 @@ int run(int argc, const char* const* argv) {
       std::string d = "knock " + codec.format().str() + " = ";
       for (auto f : codec.format().fields()) {
         if (f == codec::Field::Checksum) continue;
-        d += std::string(codec::field_name(f)) + ":" +
-             (f == codec::Field::Ip ? IpAddress::v4(*plan.values.get(f)).str() : std::to_string(*plan.values.get(f))) +
-             " ";
+        d += std::string(codec::field_name(f)) + ":" + codec::value_text(plan.values, f) + " ";
       }
       d += "-> " + std::to_string(codec.wire_bytes()) + " bytes, " + std::to_string(ports.size()) + " ports";
       log::debug(d);

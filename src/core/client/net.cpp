@@ -69,10 +69,15 @@ void send_syn(const IpAddress& remote, std::uint16_t port) {
 
 }  // namespace
 
-IpAddress resolve_host(const std::string& host) {
-  if (auto literal = IpAddress::parse(host)) return *literal;
+IpAddress resolve_host(const std::string& host, int family) {
+  if (auto literal = IpAddress::parse(host)) {
+    if ((family == 4 && !literal->is_v4()) || (family == 6 && literal->is_v4()))
+      throw ConfigError("-" + std::to_string(family) + " asks for IPv" + std::to_string(family) + " but " + host +
+                        " is an IPv" + (literal->is_v4() ? "4" : "6") + " address");
+    return *literal;
+  }
   addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
+  hints.ai_family = family == 4 ? AF_INET : family == 6 ? AF_INET6 : AF_UNSPEC;
   hints.ai_socktype = SOCK_DGRAM;
   addrinfo* res = nullptr;
   const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res);
@@ -85,9 +90,10 @@ IpAddress resolve_host(const std::string& host) {
       v6 = IpAddress::v6_bytes(reinterpret_cast<const std::uint8_t*>(&reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr));
   }
   ::freeaddrinfo(res);
-  if (v4) return *v4;
-  if (v6) return *v6;
-  throw RuntimeError("cannot resolve " + host + ": no IPv4 or IPv6 address");
+  if (v4 && family != 6) return *v4;
+  if (v6 && family != 4) return *v6;
+  throw RuntimeError("cannot resolve " + host + ": no " +
+                     (family == 4 ? "IPv4" : family == 6 ? "IPv6" : "IPv4 or IPv6") + " address");
 }
 
 IpAddress route_source(const IpAddress& remote) {
@@ -152,9 +158,20 @@ std::string iptables_log_line(const IpAddress& src, const IpAddress& dst, std::u
   const bool tcp = proto == Proto::Tcp;
   // IP length: header 20 (v4) or 40 (v6) + TCP SYN with options 40 / UDP 8 + 1 byte.
   const unsigned ip_len = v4 ? (tcp ? 60 : 29) : (tcp ? 80 : 49);
+  // The kernel prints IPv6 addresses in full (%pI6): 2001:0db8:0000:...:0001.
+  auto text = [](const IpAddress& a) {
+    if (a.is_v4()) return a.str();
+    std::string out;
+    char group[5];
+    for (std::size_t i = 0; i < 16; i += 2) {
+      std::snprintf(group, sizeof group, "%02x%02x", a.bytes()[i], a.bytes()[i + 1]);
+      out += (i == 0 ? "" : ":") + std::string(group);
+    }
+    return out;
+  };
   std::string line = std::string(date) + " " + std::string(hostname) + " kernel: " + uptime +
                      " portknock IN=eth0 OUT= MAC=00:00:00:00:00:00:00:00:00:00:00:00:" + (v4 ? "08:00" : "86:dd") +
-                     " SRC=" + src.str() + " DST=" + dst.str() + " LEN=" + std::to_string(ip_len);
+                     " SRC=" + text(src) + " DST=" + text(dst) + " LEN=" + std::to_string(ip_len);
   line += v4 ? " TOS=0x00 PREC=0x00 TTL=64 ID=0 DF" : " TC=0 HOPLIMIT=64 FLOWLBL=0";
   line += std::string(" PROTO=") + (tcp ? "TCP" : "UDP") + " SPT=" + std::to_string(sport) +
           " DPT=" + std::to_string(dport);

@@ -15,8 +15,10 @@ namespace knock::client {
 
 enum class Proto { Tcp, Udp };
 
-// getaddrinfo: an address literal or a host name (IPv4 preferred). Throws RuntimeError.
-IpAddress resolve_host(const std::string& host);
+// getaddrinfo: an address literal or a host name. family 0: IPv4 preferred, else IPv6 (AAAA);
+// 4 or 6 (-4, -6): that family only. Throws RuntimeError (ConfigError for a literal of the
+// other family).
+IpAddress resolve_host(const std::string& host, int family = 0);
 
 // The local address the kernel would use to reach `remote` (a connected UDP socket; nothing is
 // sent). Throws RuntimeError when there is no route.

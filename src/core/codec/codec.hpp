@@ -51,8 +51,10 @@ std::vector<std::uint16_t> bytes_to_ports(const PortSpan& span, std::span<const 
 DecodeError ports_to_bytes(const PortSpan& span, std::span<const std::uint16_t> ports,
                            std::span<std::uint8_t> out) noexcept;
 
-// Largest number of bytes a knock can take on the wire (17 plain bytes, 8-byte blocks, IV).
-inline constexpr std::size_t kMaxWireBytes = 16 + 24;
+// Largest number of bytes a knock can take on the wire (33 plain bytes padded to 8-byte blocks,
+// 40, after the 16 bytes of "RandomIV" and the IV; 16-byte blocks take 48 and have no IV).
+inline constexpr std::size_t kMaxWireBytes = 16 + 40;
+static_assert(kMaxWireBytes >= (kMaxKnockBytes / 8 + 1) * 8 + 16 && kMaxWireBytes >= (kMaxKnockBytes / 16 + 1) * 16);
 
 // The codec settings as written (config keys knock, portspan, encrypt, key, cipher, iv).
 struct CodecSettings {

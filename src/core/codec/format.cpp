@@ -29,7 +29,7 @@ KnockFormat KnockFormat::parse(std::string_view text, const Location& where) {
     const auto field = field_from_name(name);
     if (!field)
       throw ConfigError(where, "unknown knock field '" + std::string(name) +
-                                   "' (known: IP, CLIENT, PORT, FLAG0 to FLAG9, CHECKSUM)");
+                                   "' (known: IP, CLIENT, IP6, PORT, FLAG0 to FLAG9, CHECKSUM)");
     if (out.has(*field)) throw ConfigError(where, "knock field " + std::string(field_name(*field)) + " is listed twice");
     out.fields_.push_back(*field);
     out.bytes_ += field_width(*field);
@@ -59,6 +59,14 @@ std::vector<std::uint8_t> KnockFormat::pack(const KnockValues& values) const {
   out.reserve(bytes_);
   unsigned sum = 0;
   for (Field f : fields_) {
+    if (f == Field::Ip6) {
+      if (!values.ip6) throw ConfigError("knock field IP6 has no value");
+      for (std::uint8_t b : *values.ip6) {
+        out.push_back(b);
+        sum += b;
+      }
+      continue;
+    }
     std::uint32_t v = 0;
     if (f == Field::Checksum) {
       v = sum & 0xFFu;
@@ -86,6 +94,16 @@ bool KnockFormat::unpack(std::span<const std::uint8_t> bytes, KnockValues& value
   unsigned sum = 0;
   std::size_t pos = 0;
   for (Field f : fields_) {
+    if (f == Field::Ip6) {
+      KnockValues::Ip6Bytes a{};
+      for (std::size_t i = 0; i < kIp6Bytes; ++i) {
+        a[i] = bytes[pos + i];
+        sum += bytes[pos + i];
+      }
+      pos += kIp6Bytes;
+      out.set_ip6(a);
+      continue;
+    }
     std::uint32_t v = 0;
     for (std::size_t i = 0; i < field_width(f); ++i) v = (v << 8) | bytes[pos + i];
     // Decrypted bytes are secret-derived: compare without a data-dependent branch on them.

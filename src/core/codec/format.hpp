@@ -11,8 +11,8 @@
 
 namespace knock::codec {
 
-// Largest knock: every field once (4 + 2 + 10 + 1 bytes).
-inline constexpr std::size_t kMaxKnockBytes = 17;
+// Largest knock: every field once (4 + 16 + 2 + 10 + 1 bytes).
+inline constexpr std::size_t kMaxKnockBytes = 33;
 
 class KnockFormat {
  public:

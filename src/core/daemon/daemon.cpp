@@ -135,12 +135,11 @@ struct Refusals {
 std::string describe_knock(const codec::KnockCodec& codec, const codec::KnockValues& values) {
   std::string out;
   for (codec::Field field : codec.format().fields()) {
-    const auto value = values.get(field);
-    if (!value) continue;
+    if (!values.has(field)) continue;
     if (!out.empty()) out += ' ';
     out += codec::field_name(field);
     out += '=';
-    out += field == codec::Field::Ip ? IpAddress::v4(*value).str() : std::to_string(*value);
+    out += codec::value_text(values, field);
   }
   return out;
 }

@@ -156,6 +156,8 @@ std::size_t encode_knock(KnockKind kind, bool by_ports, const rules::KnockEvent&
   w.u8(static_cast<std::uint8_t>(present));
   for (std::size_t i = 0; i < codec::kFieldCount; ++i)
     if (e.values.value[i]) w.u32(*e.values.value[i]);
+  w.u8(e.values.ip6 ? 1 : 0);
+  if (e.values.ip6) w.put(e.values.ip6->data(), e.values.ip6->size());
   w.text(e.extras.client, kMaxName);
   w.text(e.extras.proto, kMaxProto);
   w.text(e.extras.user, kMaxName);
@@ -214,6 +216,21 @@ bool decode_knock(std::span<const std::uint8_t> message, KnockReport& report, st
       return false;
     }
     report.event.values.value[i] = v;
+  }
+  // IP6 travels apart from the 32-bit fields, as 16 bytes after a presence byte.
+  if ((present & (1u << static_cast<std::size_t>(codec::Field::Ip6))) != 0) {
+    why = "IP6 among the 32-bit fields";
+    return false;
+  }
+  const std::uint8_t has_ip6 = r.u8();
+  if (has_ip6 > 1) {
+    why = "bad IP6 flag";
+    return false;
+  }
+  if (has_ip6 == 1) {
+    codec::KnockValues::Ip6Bytes ip6{};
+    r.get(ip6.data(), ip6.size());
+    report.event.values.set_ip6(ip6);
   }
   if (!r.text(report.client, kMaxName) || !r.text(report.proto, kMaxProto) || !r.text(report.user, kMaxName)) {
     why = "a name is too long or cut short";

@@ -20,7 +20,7 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 34> kKnownKeys = {
+constexpr std::array<std::string_view, 35> kKnownKeys = {
     "runmode",
     "logfile",
     "fileinterval",
@@ -55,6 +55,7 @@ constexpr std::array<std::string_view, 34> kKnownKeys = {
     "listen",
     "replaykeep",
     "privsep",
+    "observedsource",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
 

@@ -236,15 +236,19 @@ void Engine::load_templates(const config::Value& root) {
     t.name = name;
     t.where = body.where();
     for (const auto& [key, value] : body.members()) {
-      if (key != "system" && key != "state" && key != "nft")
-        throw ConfigError(value.where(),
-                          "unknown key '" + key + "' in <template " + name + "> (expected system, nft or state)");
+      // system4/nft4 and system6/nft6: the same, only for a knock whose FAMILY is 4 or 6.
+      const int family = key.size() > 3 && (key.back() == '4' || key.back() == '6') ? key.back() - '0' : 0;
+      const std::string base = family != 0 ? key.substr(0, key.size() - 1) : key;
+      if ((base != "system" && base != "state" && base != "nft") || (family != 0 && base == "state"))
+        throw ConfigError(value.where(), "unknown key '" + key + "' in <template " + name +
+                                             "> (expected system, nft or state; system4, system6, nft4, nft6)");
       for (const config::Value* item : body.all(key)) {
         if (!item->is_string()) throw ConfigError(item->where(), "'" + key + "' must be a value, not a block");
         Step step;
-        if (key == "system" || key == "nft") {
+        step.family = family;
+        if (base == "system" || base == "nft") {
           step.is_system = true;
-          step.is_nft = key == "nft";
+          step.is_nft = base == "nft";
           step.system = parse_system(item->text(), item->where(), options_.expr_limits);
         } else {
           step.state = Expr::parse(item->text(), item->where(), options_.expr_limits);
@@ -349,6 +353,12 @@ void Engine::add_action(std::string name, const config::Value& body) {
 }
 
 void Engine::load_cache_settings(const config::Value& root) {
+  if (auto observed = root.scalar("observedsource")) {
+    auto b = parse_yes_no(*observed);
+    if (!b)
+      throw ConfigError(root.where_of("observedsource"), "observedsource must be yes or no, not '" + printable(*observed) + "'");
+    observed_source_ = *b;
+  }
   auto use = root.scalar("usecache");
   auto path = root.scalar("statecache");
   if (use) {
@@ -483,9 +493,30 @@ bool Engine::refuse(const std::string& who, const std::string& why) noexcept {
 bool Engine::handle(const KnockEvent& event) noexcept {
   std::string who;
   try {
-    const Vars vars = make_vars(event.values, event.logip, event.time, event.extras);
-    who = vars[Var::Ip].defined() ? vars[Var::Ip].str() : vars[Var::LogIp].str();
+    // A carried address of all zeros (0.0.0.0, ::) is no address: the knock asks for the one it
+    // came from, which only observedsource = yes grants (doc/RULES.md).
+    codec::KnockValues values = event.values;
+    const bool asks_v4 = values.has(codec::Field::Ip), asks_v6 = values.has(codec::Field::Ip6);
+    if (asks_v4 && *values.get(codec::Field::Ip) == 0) values.clear(codec::Field::Ip);
+    if (asks_v6 && *values.ip6 == codec::KnockValues::Ip6Bytes{}) values.clear(codec::Field::Ip6);
+    const bool observed = (asks_v4 || asks_v6) && !values.has(codec::Field::Ip) && !values.has(codec::Field::Ip6);
+    if (observed && observed_source_) {
+      if (event.logip.is_v4()) {
+        values.set(codec::Field::Ip, event.logip.v4_host_order());
+      } else {
+        codec::KnockValues::Ip6Bytes a{};
+        std::copy(event.logip.bytes(), event.logip.bytes() + a.size(), a.begin());
+        values.set_ip6(a);
+      }
+    }
+    const Vars vars = make_vars(values, event.logip, event.time, event.extras);
+    who = vars[Var::Ip6].defined() ? vars[Var::Ip6].str() : vars[Var::Ip].defined() ? vars[Var::Ip].str() : vars[Var::LogIp].str();
     if (!event.extras.client.empty()) who += " (client " + std::string(event.extras.client) + ")";
+    if (observed && !observed_source_)
+      return refuse(who, "the knock carries no address (0.0.0.0 or ::), asking for the one it came from; "
+                         "only observedsource = yes allows that");
+    if (observed) who += " (observed source)";
+    const long long family = vars[Var::Family].iv();
     // Checked by the daemon before it gets here (and counted there); again here, for safety.
     if (replayed(event)) return refuse(who, "a replay of an accepted knock");
     OverlayState staged(state_);
@@ -509,6 +540,7 @@ bool Engine::handle(const KnockEvent& event) noexcept {
         const Template& t = templates_[ti];
         const std::string origin = "action " + action.name + ", template " + t.name;
         for (const Step& step : t.steps) {
+          if (step.family != 0 && step.family != family) continue;
           if (!step.is_system) {
             if (options_.test_mode) {
               out << "would set: " << step.state->render(vars) << '\n';

@@ -139,6 +139,7 @@ class Engine {
   }
   const spa::ReplayCache& replay_cache() const { return replay_; }
   std::uint64_t refused_knocks() const { return refused_; }
+  bool observed_source() const { return observed_source_; }
 
   std::size_t action_count() const { return actions_.size(); }
 
@@ -151,6 +152,7 @@ class Engine {
   struct Step {
     bool is_system = false;  // system = "..." (or, with is_nft, nft = "...")
     bool is_nft = false;
+    int family = 0;          // 4 or 6: system4/nft4, system6/nft6 run only for a knock of that FAMILY
     std::vector<SystemPart> system;
     std::optional<Expr> state;
   };
@@ -195,6 +197,7 @@ class Engine {
   bool use_cache_ = false;
   std::string cache_path_;
   std::unique_ptr<CacheWriter> cache_;
+  bool observed_source_ = false;  // observedsource: a knock carrying 0.0.0.0 / :: gets LOGIP
   double state_expire_ = 0;    // stateexpire in seconds; 0: never
   double sync_interval_ = 1;   // syncinterval in seconds
   double last_sync_ = 0;       // monotonic

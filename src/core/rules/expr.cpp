@@ -11,7 +11,7 @@ namespace {
 constexpr std::array<std::string_view, kVarCount> kVarNames = {
     "IP", "PORT", "FLAG0", "FLAG1", "FLAG2", "FLAG3", "FLAG4", "FLAG5", "FLAG6", "FLAG7",
     "FLAG8", "FLAG9", "CHECKSUM", "LOGIP", "TIME", "THISYEAR", "THISMONTH", "THISDAY",
-    "THISHOUR", "THISMINUTE", "CLIENTNAME", "PROTO", "USER", "CLIENT_TIMEOUT"};
+    "THISHOUR", "THISMINUTE", "CLIENTNAME", "PROTO", "USER", "CLIENT_TIMEOUT", "IP6", "FAMILY"};
 constexpr int kMaxHeight = 256;  // of the syntax tree: bounds the evaluator's recursion
 }  // namespace
 
@@ -26,12 +26,15 @@ std::optional<Var> var_from_name(std::string_view name) {
 Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time, const KnockExtras& extras) {
   Vars vars;
   auto put = [&](Var v, Scalar s) { vars.value[static_cast<std::size_t>(v)] = std::move(s); };
+  static_assert(static_cast<int>(Var::Checksum) == static_cast<int>(codec::Field::Checksum));
   if (auto ip = values.get(codec::Field::Ip)) put(Var::Ip, Scalar::string(IpAddress::v4(*ip).str()));
-  for (std::size_t f = 1; f < codec::kFieldCount; ++f) {
+  for (auto f = static_cast<std::size_t>(codec::Field::Port); f <= static_cast<std::size_t>(codec::Field::Checksum); ++f) {
     auto value = values.value[f];
     if (value) put(static_cast<Var>(f), Scalar::integer(*value));
   }
+  if (values.ip6) put(Var::Ip6, Scalar::string(IpAddress::v6_bytes(values.ip6->data()).str()));
   put(Var::LogIp, Scalar::string(logip.str()));
+  put(Var::Family, Scalar::integer(values.ip6 ? 6 : values.get(codec::Field::Ip) ? 4 : logip.is_v4() ? 4 : 6));
   if (!extras.client.empty()) put(Var::ClientName, Scalar::string(std::string(extras.client)));
   if (!extras.proto.empty()) put(Var::Proto, Scalar::string(std::string(extras.proto)));
   if (!extras.user.empty()) put(Var::User, Scalar::string(std::string(extras.user)));

@@ -24,8 +24,10 @@ enum class Var : std::uint8_t {
   Proto,          // fwknop: the requested protocol, tcp or udp
   User,           // fwknop: the user the client names
   ClientTimeout,  // fwknop: the client's timeout (seconds), or the stanza's fw_access_timeout
+  Ip6,            // the IPv6 address the knock carries (RFC 5952 text)
+  Family,         // 6 when IP6 is defined, else 4 when IP is, else LOGIP's family
 };
-inline constexpr std::size_t kVarCount = 24;
+inline constexpr std::size_t kVarCount = 26;
 
 // What an authenticated knock adds to its fields; empty / absent for the original format.
 struct KnockExtras {
@@ -42,7 +44,7 @@ struct Vars {
   std::array<Scalar, kVarCount> value{};
   const Scalar& operator[](Var v) const { return value[static_cast<std::size_t>(v)]; }
 };
-// IP as a dotted quad, LOGIP as text, TIME the whole seconds of `time`, THIS* from `time` in
+// IP as a dotted quad, IP6 and LOGIP as text, FAMILY 4 or 6, TIME the whole seconds of `time`, THIS* from `time` in
 // local time (never the wall clock).
 Vars make_vars(const codec::KnockValues& values, const IpAddress& logip, double time,
                const KnockExtras& extras = {});
