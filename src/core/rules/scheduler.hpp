@@ -27,8 +27,8 @@ struct PendingCommand {
   // Who it is for (knockctl list, close ADDRESS): the knock's source address, its client or
   // stanza name ("" for the original format), and when the knock came (wall clock). Empty
   // `who`: unknown (a cache written before these were recorded).
-  std::string who;
-  std::string client;
+  std::string who{};
+  std::string client{};
   double knocked = 0;
   bool operator==(const PendingCommand&) const = default;
 };
