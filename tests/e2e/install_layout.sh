@@ -9,7 +9,7 @@ DESTDIR="$tmp/root" cmake --install "$BIN_DIR" >"$tmp/install.log" 2>&1 || fail 
 r="$tmp/root"
 prefix=$(sed -n "s/^CMAKE_INSTALL_PREFIX:PATH=//p" "$BIN_DIR/CMakeCache.txt")
 p=${prefix#/}
-for f in $p/sbin/knockdaemon $p/bin/knockclient etc/portknock/knockdaemon.conf etc/portknock/knockclient.conf \
+for f in $p/sbin/knockdaemon $p/bin/knockclient $p/sbin/knockctl $p/share/man/man1/knockctl.1 etc/portknock/knockdaemon.conf etc/portknock/knockclient.conf \
          etc/portknock/logformats.conf $p/share/man/man1/knockdaemon.1 $p/share/man/man1/knockclient.1 \
          $p/lib/systemd/system/knockdaemon.service $p/lib/tmpfiles.d/portknock.conf \
          $p/share/doc/portknock/PROTOCOL.md; do

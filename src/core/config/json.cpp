@@ -85,6 +85,12 @@ void put(std::string& out, const Value& v, int depth) {
 
 }  // namespace
 
+std::string json_string(std::string_view s) {
+  std::string out;
+  put_string(out, s);
+  return out;
+}
+
 std::string to_json(const Value& root) {
   std::string out;
   put(out, root, 0);

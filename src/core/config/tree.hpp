@@ -86,5 +86,7 @@ Value parse_string(std::string_view text, const std::string& name, const ParseLi
 // The tree as JSON, keys sorted, formatted byte-for-byte as Perl's
 // JSON::PP->new->canonical->pretty prints it (so it can be compared with the oracle).
 std::string to_json(const Value& root);
+// One JSON string literal, quoted and escaped as to_json() writes strings.
+std::string json_string(std::string_view s);
 
 }  // namespace knock::config

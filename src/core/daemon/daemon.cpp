@@ -1,6 +1,7 @@
 #include "daemon/daemon.hpp"
 
 #include <dirent.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
@@ -30,6 +31,7 @@
 #include "capture/source.hpp"
 #include "capture/udp_source.hpp"
 #include "config/tree.hpp"
+#include "daemon/control.hpp"
 #include "daemon/privileges.hpp"
 #include "daemon/privsep.hpp"
 #include "daemon/sandbox.hpp"
@@ -129,6 +131,27 @@ struct Refusals {
       out += "; clock offsets of refused senders from " + std::to_string(earliest) + "s to +" + std::to_string(latest) +
              "s (a sender's clock is off: fix it, or widen the window)";
     return out;
+  }
+};
+
+// Knock-to-action latency: from the packet's capture to the engine having run or queued the
+// knock's responses (Prometheus buckets, seconds).
+struct Histogram {
+  static constexpr std::array<double, 14> kBounds = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                     0.025,  0.05,    0.1,    0.25,  0.5,   1,     5};
+  std::array<std::uint64_t, kBounds.size()> counts{};  // per bucket, not cumulative
+  double sum = 0;
+  std::uint64_t count = 0;
+  void observe(double seconds) noexcept {
+    if (!(seconds >= 0) || seconds > 3600) return;
+    for (std::size_t i = 0; i < kBounds.size(); ++i) {
+      if (seconds <= kBounds[i]) {
+        ++counts[i];
+        break;
+      }
+    }
+    sum += seconds;
+    ++count;
   }
 };
 
@@ -338,7 +361,7 @@ class Daemon {
   // A knock the detectors verified. In a worker it goes to the monitor, as one message; in a
   // single process (privsep = no, -pcap) straight to accept().
   void report(privsep::KnockKind kind, bool by_ports, const rules::KnockEvent& event) noexcept {
-    if (worker_sock_ < 0) return accept(kind, by_ports, event);
+    if (worker_sock_ < 0) return accept(kind, by_ports, event, event.time);
     const std::size_t size = privsep::encode_knock(kind, by_ports, event, out_);
     if (size == 0) {
       ++unreportable_;
@@ -351,7 +374,7 @@ class Daemon {
   }
 
   // The rules' side of a knock: replay cache, the log line, the engine (all or nothing).
-  void accept(privsep::KnockKind kind, bool by_ports, const rules::KnockEvent& event) noexcept {
+  void accept(privsep::KnockKind kind, bool by_ports, const rules::KnockEvent& event, double captured = -1) noexcept {
     try {
       Refusals* counts = kind == privsep::KnockKind::Spa      ? &spa_refusals_
                          : kind == privsep::KnockKind::Fwknop ? &fwknop_refusals_
@@ -379,7 +402,8 @@ class Daemon {
         std::cout << ": " << fields << std::endl;
       }
       const bool accepted = current_->engine->handle(event);
-      if (accepted && counts != nullptr) ++counts->accepted;
+      if (accepted) ++(counts != nullptr ? counts->accepted : original_accepted_);
+      latency_.observe(wall_clock() - (captured >= 0 ? captured : event.time));
     } catch (const std::exception& e) {
       log::error("knock from " + event.logip.str() + ": " + e.what());
     }
@@ -584,6 +608,8 @@ class Daemon {
     if (signal_fd < 0) throw RuntimeError("signalfd: " + errno_message(errno));
 
     open_sources(true);
+    started_at_ = wall_clock();
+    open_control();
     privsep_ = current_->settings.privsep;
     if (privsep_) return run_monitor(signal_fd);
     if (const auto& user = current_->settings.user) drop_privileges(*user);
@@ -607,6 +633,10 @@ class Daemon {
       if (next_source_retry_ != 0) wait = std::min(wait, std::max(0.0, next_source_retry_ - now));
       // A child's exit closes its stderr pipe slightly before waitpid() can collect it.
       if (runner_ && runner_->busy()) wait = std::min(wait, 0.005);
+      if (control_) {
+        control_->add_poll_fds(fds);
+        wait = std::min(wait, control_->next_timeout(now));
+      }
       const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
       if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) throw RuntimeError("poll: " + errno_message(errno));
 
@@ -614,7 +644,8 @@ class Daemon {
         signalfd_siginfo info;
         while (read(signal_fd, &info, sizeof info) == sizeof info) {
           if (info.ssi_signo == SIGHUP) {
-            if (reload()) open_sources(false);
+            log::info("SIGHUP");
+            reload();
           } else {
             log::info(std::string("stopping on ") + (info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"));
             running = false;
@@ -644,6 +675,7 @@ class Daemon {
         next_source_retry_ = wall_clock() + retry_in_;
       }
       if (next_source_retry_ != 0 && wall_clock() >= next_source_retry_) open_sources(false);
+      if (control_) control_->process(fds, wall_clock());
 
       const double after = wall_clock();
       current_->engine->run_due();
@@ -683,6 +715,229 @@ class Daemon {
     return kExitOk;
   }
 
+  // ---- knockctl (daemon/control.hpp) ----
+
+  void open_control() {
+    const Settings& s = current_->settings;
+    if (test_mode_ || pcap_file_ || s.control_socket.empty()) return;
+    ControlServer::Options options;
+    options.path = s.control_socket;
+    try {
+      if (s.control_group) {
+        const group* gr = ::getgrnam(s.control_group->c_str());
+        if (gr == nullptr) throw RuntimeError("controlgroup = " + *s.control_group + ": no such group");
+        options.group = gr->gr_gid;
+      }
+      control_ = std::make_unique<ControlServer>(options, [this](std::string_view request) { return control(request); });
+      log::info("control socket: " + s.control_socket + " (knockctl)");
+    } catch (const std::exception& e) {
+      // The door works without it: only knockctl is missing.
+      log::error(std::string("no control socket, knockctl unavailable: ") + e.what());
+    }
+  }
+
+  static std::string format_wall(double t) {
+    const auto secs = static_cast<std::time_t>(t);
+    struct tm tm_local {};
+    localtime_r(&secs, &tm_local);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm_local);
+    return stamp;
+  }
+
+  // The sources' and the tracker's totals (in the process that reads the sources).
+  privsep::Counters source_totals() {
+    privsep::Counters c;
+    for (const auto& src : sources_) {
+      const capture::SourceStats st = src.source->stats();
+      c.packets += st.received;
+      c.dropped += st.dropped;
+    }
+    if (tracker_) {
+      c.ports_queued = tracker_->counters().ports_queued;
+      c.knocks = tracker_->counters().knocks;
+      c.tracked = tracker_->size();
+    }
+    return c;
+  }
+
+  std::string control(std::string_view request) {
+    std::vector<std::string> words;
+    for (std::size_t at = 0; at < request.size();) {
+      const std::size_t space = request.find(' ', at);
+      const std::size_t end = space == std::string_view::npos ? request.size() : space;
+      if (end > at) words.emplace_back(request.substr(at, end - at));
+      at = end + 1;
+    }
+    const bool json = !words.empty() && words.back() == "json";
+    if (json) words.pop_back();
+    if (words.empty()) return "error: empty request\n";
+    const std::string& verb = words[0];
+    if (verb == "status" && words.size() == 1) return control_status(json);
+    if (verb == "list" && words.size() == 1) return control_list(json);
+    if (verb == "metrics" && words.size() == 1) return control_metrics();
+    if (verb == "reload" && words.size() == 1) {
+      log::info("knockctl reload");
+      const std::string error = reload();
+      if (json) return "{\"reloaded\": " + std::string(error.empty() ? "true" : "false") +
+                       (error.empty() ? std::string() : ", \"error\": " + config::json_string(error)) + "}\n";
+      return error.empty() ? "reloaded " + conf_path_ + "\n" : "error: " + error + "\n";
+    }
+    if (verb == "close" && words.size() == 2) {
+      std::string who;
+      if (words[1] != "all") {
+        const auto address = IpAddress::parse(words[1]);
+        if (!address) return "error: '" + words[1] + "' is neither an IP address nor all\n";
+        who = address->str();
+      }
+      const std::size_t n = current_->engine->run_now(
+          [&](const rules::PendingCommand& p) { return who.empty() || p.who == who; });
+      const std::string target = who.empty() ? "every address" : who;
+      log::info("knockctl close " + target + ": " + std::to_string(n) + " pending responses run now");
+      if (json) return "{\"closed\": " + std::to_string(n) + ", \"address\": " + config::json_string(target) + "}\n";
+      return std::to_string(n) + " pending response" + (n == 1 ? "" : "s") + " for " + target + " run now\n";
+    }
+    return "error: unknown request '" + std::string(request.substr(0, 64)) +
+           "' (status, list, close ADDRESS|all, reload, metrics; json)\n";
+  }
+
+  std::string control_status(bool json) {
+    const Settings& s = current_->settings;
+    const privsep::Counters sources = all_source_counters();
+    const auto& engine = *current_->engine;
+    const char* mode = s.mode == RunMode::Network ? "network" : s.mode == RunMode::File ? "file" : "nflog";
+    std::vector<std::string> source_names;
+    for (const auto& src : sources_) source_names.push_back(src.key);
+    const std::uint64_t accepted = spa_refusals_.accepted + fwknop_refusals_.accepted + original_accepted_;
+    if (json) {
+      std::string out = "{\"version\": \"" PORTKNOCK_VERSION "\", \"config\": " + config::json_string(conf_path_) +
+                        ", \"started\": " + std::to_string(static_cast<std::int64_t>(started_at_)) +
+                        ", \"last_reload\": " + config::json_string(last_reload_) + ", \"mode\": \"" + mode +
+                        "\", \"privsep\": " + (privsep_ ? "true" : "false") +
+                        ", \"worker_pid\": " + std::to_string(privsep_ ? worker_pid_ : -1) +
+                        ", \"worker_restarts\": " + std::to_string(worker_restarts_) + ", \"sources\": [";
+      for (std::size_t i = 0; i < source_names.size(); ++i) out += (i ? ", " : "") + config::json_string(source_names[i]);
+      out += "], \"packets\": " + std::to_string(sources.packets) + ", \"dropped\": " + std::to_string(sources.dropped) +
+             ", \"tracked_sources\": " + std::to_string(sources.tracked) +
+             ", \"pending\": " + std::to_string(engine.scheduler().size()) +
+             ", \"running\": " + std::to_string(engine.scheduler().started()) +
+             ", \"state_keys\": " + std::to_string(engine.state().size()) +
+             ", \"replay_cache\": " + std::to_string(engine.replay_cache().size()) +
+             ", \"knocks_accepted\": " + std::to_string(accepted) +
+             ", \"knocks_refused_by_rules\": " + std::to_string(engine.refused_knocks()) + "}\n";
+      return out;
+    }
+    std::string out = "knockdaemon " PORTKNOCK_VERSION "\n";
+    out += "config:          " + conf_path_ + " (started " + format_wall(started_at_) + "; last reload " + last_reload_ + ")\n";
+    out += "mode:            " + std::string(mode);
+    if (privsep_)
+      out += ", privilege separation: worker " + (worker_pid_ >= 0 ? std::to_string(worker_pid_) : std::string("(restarting)")) +
+             ", " + std::to_string(worker_restarts_) + " restarts";
+    out += "\n";
+    for (const auto& name : source_names) out += "source:          " + name + "\n";
+    out += "packets:         " + std::to_string(sources.packets) + " read, " + std::to_string(sources.dropped) +
+           " dropped by the kernel\n";
+    out += "tracked sources: " + std::to_string(sources.tracked) + "\n";
+    out += "pending:         " + std::to_string(engine.scheduler().size()) + " responses (" +
+           std::to_string(engine.scheduler().started()) + " running)\n";
+    out += "state keys:      " + std::to_string(engine.state().size()) + "\n";
+    out += "replay cache:    " + std::to_string(engine.replay_cache().size()) + " identities\n";
+    out += "knocks:          " + std::to_string(accepted) + " accepted, " + std::to_string(engine.refused_knocks()) +
+           " refused by the rules\n";
+    return out;
+  }
+
+  std::string control_list(bool json) {
+    const auto pending = current_->engine->pending();
+    std::string out = json ? "[" : "";
+    if (!json) out += "ADDRESS                CLIENT       KNOCKED              CLOSES               RESPONSE\n";
+    bool first = true;
+    for (const auto& p : pending) {
+      if (json) {
+        out += std::string(first ? "" : ", ") + "{\"address\": " + config::json_string(p.who) +
+               ", \"client\": " + config::json_string(p.client) +
+               ", \"knocked\": " + std::to_string(static_cast<std::int64_t>(p.knocked)) +
+               ", \"due\": " + std::to_string(static_cast<std::int64_t>(p.due)) +
+               ", \"origin\": " + config::json_string(p.origin) + ", \"command\": " + config::json_string(p.command) +
+               ", \"nft\": " + (p.nft ? "true" : "false") + "}";
+      } else {
+        char line[512];
+        std::snprintf(line, sizeof line, "%-22s %-12s %-20s %-20s %s: %s\n", p.who.empty() ? "?" : p.who.c_str(),
+                      p.client.empty() ? "-" : p.client.c_str(), p.knocked > 0 ? format_wall(p.knocked).c_str() : "?",
+                      format_wall(p.due).c_str(), p.origin.c_str(), p.command.substr(0, 200).c_str());
+        out += line;
+      }
+      first = false;
+    }
+    if (json) out += "]\n";
+    return out;
+  }
+
+  std::string control_metrics() {
+    const privsep::Counters sources = all_source_counters();
+    const auto& engine = *current_->engine;
+    std::string out;
+    auto metric = [&](const char* name, const char* type, const char* help) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+    };
+    auto line = [&](const std::string& name, std::uint64_t v) { out += name + " " + std::to_string(v) + "\n"; };
+    metric("portknock_knocks_accepted_total", "counter", "Knocks the rules accepted, by kind.");
+    line("portknock_knocks_accepted_total{kind=\"original\"}", original_accepted_);
+    line("portknock_knocks_accepted_total{kind=\"spa\"}", spa_refusals_.accepted);
+    line("portknock_knocks_accepted_total{kind=\"fwknop\"}", fwknop_refusals_.accepted);
+    metric("portknock_knocks_refused_total", "counter", "Knocks refused, by kind and reason.");
+    for (std::size_t i = 1; i < spa_refusals_.by_reason.size(); ++i) {
+      if (spa_refusals_.by_reason[i] == 0) continue;
+      line("portknock_knocks_refused_total{kind=\"spa\",reason=\"" +
+               std::string(spa::to_string(static_cast<spa::Reason>(i))) + "\"}",
+           spa_refusals_.by_reason[i]);
+    }
+    for (std::size_t i = 1; i < fwknop_refusals_.by_reason.size(); ++i) {
+      if (fwknop_refusals_.by_reason[i] == 0) continue;
+      line("portknock_knocks_refused_total{kind=\"fwknop\",reason=\"" +
+               std::string(fwknop::to_string(static_cast<fwknop::Reason>(i))) + "\"}",
+           fwknop_refusals_.by_reason[i]);
+    }
+    line("portknock_knocks_refused_total{kind=\"spa\",reason=\"replayed\"}", spa_refusals_.replayed);
+    line("portknock_knocks_refused_total{kind=\"fwknop\",reason=\"replayed\"}", fwknop_refusals_.replayed);
+    line("portknock_knocks_refused_total{kind=\"original\",reason=\"replayed\"}", original_replayed_);
+    line("portknock_knocks_refused_total{kind=\"any\",reason=\"rules\"}", engine.refused_knocks());
+    metric("portknock_packets_total", "counter", "Packets, NFLOG messages, datagrams or log lines the sources read.");
+    line("portknock_packets_total", sources.packets);
+    metric("portknock_packets_dropped_total", "counter", "Lost in the kernel's queues before the daemon read them.");
+    line("portknock_packets_dropped_total", sources.dropped);
+    metric("portknock_ports_queued_total", "counter", "Ports of the span the tracker took.");
+    line("portknock_ports_queued_total", sources.ports_queued);
+    metric("portknock_tracked_sources", "gauge", "Sources the tracker follows now.");
+    line("portknock_tracked_sources", sources.tracked);
+    metric("portknock_commands_total", "counter", "Commands (shell and nft) that finished, by result.");
+    line("portknock_commands_total{result=\"ok\"}", runner_ ? runner_->succeeded() : 0);
+    line("portknock_commands_total{result=\"failed\"}", runner_ ? runner_->failed() : 0);
+    metric("portknock_pending_responses", "gauge", "Delayed responses (closes) waiting or running.");
+    line("portknock_pending_responses", engine.scheduler().size());
+    metric("portknock_state_keys", "gauge", "Keys in the state tree.");
+    line("portknock_state_keys", engine.state().size());
+    metric("portknock_replay_cache_entries", "gauge", "Identities in the replay cache.");
+    line("portknock_replay_cache_entries", engine.replay_cache().size());
+    metric("portknock_worker_restarts_total", "counter", "Workers that ended and were replaced.");
+    line("portknock_worker_restarts_total", worker_restarts_);
+    metric("portknock_knock_to_action_seconds", "histogram",
+           "From a knock's capture to its responses run or queued by the rules.");
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < Histogram::kBounds.size(); ++i) {
+      cumulative += latency_.counts[i];
+      char le[32];
+      std::snprintf(le, sizeof le, "%g", Histogram::kBounds[i]);
+      line(std::string("portknock_knock_to_action_seconds_bucket{le=\"") + le + "\"}", cumulative);
+    }
+    line("portknock_knock_to_action_seconds_bucket{le=\"+Inf\"}", latency_.count);
+    char sum[64];
+    std::snprintf(sum, sizeof sum, "%.9f", latency_.sum);
+    out += std::string("portknock_knock_to_action_seconds_sum ") + sum + "\n";
+    line("portknock_knock_to_action_seconds_count", latency_.count);
+    return out;
+  }
+
   // ---- privilege separation (doc/SECURITY.md, "Two processes") ----
 
   // The monitor: holds the configuration, the engine, the runner and the sources' descriptors;
@@ -704,6 +959,10 @@ class Daemon {
       fds.push_back({signal_fd, POLLIN, 0});
       fds.push_back({runner_ ? runner_->poll_fd() : -1, POLLIN, 0});
       fds.push_back({worker_pid_ >= 0 ? monitor_sock_ : -1, POLLIN, 0});
+      if (control_) {
+        control_->add_poll_fds(fds);
+        wait = std::min(wait, control_->next_timeout(now));
+      }
       const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
       if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) throw RuntimeError("poll: " + errno_message(errno));
 
@@ -711,15 +970,8 @@ class Daemon {
         signalfd_siginfo info;
         while (read(signal_fd, &info, sizeof info) == sizeof info) {
           if (info.ssi_signo == SIGHUP) {
-            if (reload()) {
-              open_sources(false);
-              // A new configuration, a new worker: it is built from the new settings. Knocks
-              // the old one already reported are taken first.
-              if (worker_pid_ >= 0) serve_worker();
-              stop_worker("reload");
-              restart_delay_ = 0;
-              next_worker_start_ = 0;
-            }
+            log::info("SIGHUP");
+            reload();
           } else {
             log::info(std::string("stopping on ") + (info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"));
             running = false;
@@ -731,6 +983,7 @@ class Daemon {
         open_sources(false);
         if (sources_changed_) stop_worker("sources reopened");
       }
+      if (control_) control_->process(fds, wall_clock());
       if (worker_pid_ < 0 && running && wall_clock() >= next_worker_start_) start_worker();
 
       current_->engine->run_due();
@@ -796,6 +1049,7 @@ class Daemon {
     while (waitpid(worker_pid_, &status, 0) < 0 && errno == EINTR) {
     }
     if (!why.empty()) log::info("worker " + std::to_string(worker_pid_) + " stopped (" + why + ")");
+    fold_worker_counters();
     ::close(monitor_sock_);
     monitor_sock_ = -1;
     worker_pid_ = -1;
@@ -816,14 +1070,17 @@ class Daemon {
       } else if (privsep::type_of(message) == static_cast<std::uint8_t>(privsep::Type::Knock)) {
         privsep::KnockReport report;
         if (privsep::decode_knock(message, report, why) && allowed(report, why)) {
-          // The monitor's clock, not the worker's.
+          // The monitor's clock, not the worker's (whose capture time only feeds the latency).
+          const double captured = report.event.time;
           report.event.time = wall_clock();
-          accept(report.kind, report.by_ports, report.event);
+          accept(report.kind, report.by_ports, report.event,
+                 captured <= report.event.time && captured > report.event.time - 60 ? captured : report.event.time);
         }
       } else if (privsep::type_of(message) == static_cast<std::uint8_t>(privsep::Type::Counters)) {
         if (auto counters = privsep::decode_counters(message, why)) {
           take_counters(spa_refusals_, counters->spa);
           take_counters(fwknop_refusals_, counters->fwknop);
+          worker_counters_ = *counters;
         }
       } else if (privsep::type_of(message) == static_cast<std::uint8_t>(privsep::Type::LogCheck)) {
         if (auto check = privsep::decode_log_check(message, why)) answer_log_check(*check, why);
@@ -851,6 +1108,26 @@ class Daemon {
     into.by_reason = from.by_reason;
     into.earliest = from.earliest;
     into.latest = from.latest;
+  }
+
+  // A worker's source counters start at zero (fresh capture handles): the monitor keeps the
+  // totals of the workers before.
+  void fold_worker_counters() {
+    counters_base_.packets += worker_counters_.packets;
+    counters_base_.dropped += worker_counters_.dropped;
+    counters_base_.ports_queued += worker_counters_.ports_queued;
+    counters_base_.knocks += worker_counters_.knocks;
+    worker_counters_.packets = worker_counters_.dropped = worker_counters_.ports_queued = 0;
+    worker_counters_.knocks = worker_counters_.tracked = 0;
+  }
+  privsep::Counters all_source_counters() {
+    if (!privsep_) return source_totals();
+    privsep::Counters c = worker_counters_;
+    c.packets += counters_base_.packets;
+    c.dropped += counters_base_.dropped;
+    c.ports_queued += counters_base_.ports_queued;
+    c.knocks += counters_base_.knocks;
+    return c;
   }
 
   // What the configuration accepts from a worker: only knock kinds it has, names it defines,
@@ -932,6 +1209,7 @@ class Daemon {
       how = std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
       if (WTERMSIG(status) == SIGSYS) how += ": a system call its seccomp filter forbids";
     }
+    fold_worker_counters();
     ::close(monitor_sock_);
     monitor_sock_ = -1;
     worker_pid_ = -1;
@@ -940,6 +1218,7 @@ class Daemon {
       open_sources(false);
     }
     schedule_worker_restart();
+    ++worker_restarts_;
     log::error("worker " + std::to_string(pid) + " " + how + "; a new one starts in " +
                std::to_string(static_cast<int>(std::ceil(next_worker_start_ - wall_clock()))) +
                " s; pending closes are the monitor's and still run");
@@ -1057,10 +1336,11 @@ class Daemon {
       // The refusal counters go to the monitor, which logs the single-packet summary.
       if (after >= next_counters_) {
         next_counters_ = after + 0.5;
-        privsep::Counters counters;
+        privsep::Counters counters = source_totals();
         give_counters(spa_refusals_, counters.spa);
         give_counters(fwknop_refusals_, counters.fwknop);
-        const std::uint64_t total = spa_refusals_.total() + fwknop_refusals_.total();
+        const std::uint64_t total = spa_refusals_.total() + fwknop_refusals_.total() + counters.packets +
+                                    counters.dropped + counters.ports_queued + counters.tracked;
         if (total != counters_sent_) {
           const std::size_t size = privsep::encode_counters(counters, out_);
           if (size != 0 && privsep::send_message(worker_sock_, std::span(out_.data(), size))) counters_sent_ = total;
@@ -1084,17 +1364,31 @@ class Daemon {
     log::info(src.describe() + "; " + describe_ignored());
   }
 
-  // SIGHUP: a new generation, or the old one kept when the new config fails to load.
-  bool reload() {
-    log::info("SIGHUP: reloading " + conf_path_);
+  // SIGHUP (or knockctl reload): a new generation, or the old one kept when the new config
+  // fails to load. Returns "" or the error (FILE:LINE: what).
+  std::string reload() {
+    log::info("reloading " + conf_path_);
+    std::string error;
     try {
       adopt(load(false));
       log::info("configuration reloaded");
-      return true;
     } catch (const std::exception& e) {  // ConfigError, or a RuntimeError such as an unusable cache
-      log::error(std::string("reload failed, keeping the running configuration: ") + e.what());
+      error = e.what();
+      log::error("reload failed, keeping the running configuration: " + error);
     }
-    return false;
+    last_reload_ = format_wall(wall_clock()) + (error.empty() ? ": OK" : ": failed: " + error);
+    if (error.empty()) {
+      open_sources(false);
+      if (privsep_ && worker_pid_ >= 0) {
+        // A new configuration, a new worker: it is built from the new settings. Knocks the old
+        // one already reported are taken first.
+        serve_worker();
+        stop_worker("reload");
+        restart_delay_ = 0;
+        next_worker_start_ = 0;
+      }
+    }
+    return error;
   }
 
   std::string conf_path_;
@@ -1142,6 +1436,15 @@ class Daemon {
   bool sources_changed_ = false;
   double next_counters_ = 0;
   std::uint64_t counters_sent_ = 0;
+  privsep::Counters worker_counters_{};  // the latest the worker sent
+  privsep::Counters counters_base_{};    // the workers' before it
+  std::uint64_t worker_restarts_ = 0;
+  // knockctl
+  std::unique_ptr<ControlServer> control_;
+  double started_at_ = 0;
+  std::string last_reload_ = "none";
+  Histogram latency_;
+  std::uint64_t original_accepted_ = 0;
 };
 
 }  // namespace

@@ -302,6 +302,7 @@ std::size_t encode_counters(const Counters& c, Buffer& out) noexcept {
     w.u64(static_cast<std::uint64_t>(k->earliest));
     w.u64(static_cast<std::uint64_t>(k->latest));
   }
+  for (std::uint64_t n : {c.packets, c.dropped, c.ports_queued, c.tracked, c.knocks}) w.u64(n);
   return w.finish();
 }
 
@@ -321,6 +322,7 @@ std::optional<Counters> decode_counters(std::span<const std::uint8_t> message, s
       return std::nullopt;
     }
   }
+  for (std::uint64_t* n : {&c.packets, &c.dropped, &c.ports_queued, &c.tracked, &c.knocks}) *n = r.u64();
   if (!r.ok() || !r.at_end()) {
     why = r.ok() ? "trailing bytes" : "cut short";
     return std::nullopt;

@@ -74,6 +74,12 @@ struct Counters {
   };
   Kind spa;
   Kind fwknop;
+  // The sources and the tracker (knockctl status, metrics).
+  std::uint64_t packets = 0;        // units the sources read
+  std::uint64_t dropped = 0;        // lost in the kernel's queues
+  std::uint64_t ports_queued = 0;   // ports the tracker took
+  std::uint64_t tracked = 0;        // sources tracked now
+  std::uint64_t knocks = 0;         // knocks the tracker decoded
 };
 std::size_t encode_counters(const Counters& counters, Buffer& out) noexcept;
 std::optional<Counters> decode_counters(std::span<const std::uint8_t> message, std::string& why);

@@ -20,7 +20,7 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 35> kKnownKeys = {
+constexpr std::array<std::string_view, 37> kKnownKeys = {
     "runmode",
     "logfile",
     "fileinterval",
@@ -56,6 +56,8 @@ constexpr std::array<std::string_view, 35> kKnownKeys = {
     "replaykeep",
     "privsep",
     "observedsource",
+    "controlsocket",
+    "controlgroup",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
 
@@ -290,6 +292,16 @@ Settings load_settings(const config::Value& root) {
     if (!yes) throw ConfigError(root.where_of("privsep"), "privsep must be yes or no, not '" + *text + "'");
     s.privsep = *yes;
   }
+  if (auto path = root.scalar("controlsocket")) {
+    if (*path == "none") {
+      s.control_socket.clear();
+    } else if (path->empty() || path->front() != '/' || path->size() > 100) {
+      throw ConfigError(root.where_of("controlsocket"), "controlsocket must be an absolute path of at most 100 bytes, or none");
+    } else {
+      s.control_socket = *path;
+    }
+  }
+  s.control_group = root.scalar("controlgroup");
   return s;
 }
 

@@ -58,6 +58,9 @@ struct Settings {
   // `user` (default portknock, else nobody); without it the whole daemon drops to `user`.
   std::optional<std::string> user;
   bool privsep = true;
+  // knockctl's socket ("": none) and the group that may use it besides root
+  std::string control_socket = "/run/portknock/knockdaemon.sock";
+  std::optional<std::string> control_group;
 };
 
 // Reads everything but the actions (the rules engine validates those). `for_capture_file`: -pcap

@@ -117,6 +117,7 @@ void ShellRunner::run_nft(const Command& command) noexcept {
     }
     if (finished_.size() >= 64) finished_.pop_front();
     finished_.push_back({"nft " + command.text, ok ? 0 : 1, error});
+    ++(ok ? succeeded_ : failed_count_);
     if (command.id != 0) {
       if (ok)
         completed_.push_back(command.id);
@@ -235,6 +236,7 @@ void ShellRunner::finish(Child& child) noexcept {
   else
     msg += "exited " + std::to_string(child.status);
   if (!head.empty()) msg += "; stderr: " + head;
+  ++(child.status == 0 ? succeeded_ : failed_count_);
   if (child.status == 0)
     log::info(msg);
   else

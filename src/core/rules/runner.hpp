@@ -121,6 +121,9 @@ class ShellRunner final : public CommandRunner {
     int status = 0;       // exit code, or 128 + signal
     std::string stderr_head;
   };
+  // Commands (shell and nft) that finished with status 0, and otherwise (metrics).
+  std::uint64_t succeeded() const { return succeeded_; }
+  std::uint64_t failed() const { return failed_count_; }
   // Last finished commands, newest last (bounded to 64), for tests and status reports.
   const std::deque<Finished>& finished() const { return finished_; }
 
@@ -146,6 +149,8 @@ class ShellRunner final : public CommandRunner {
   std::vector<std::uint64_t> completed_;
   std::vector<std::pair<std::uint64_t, int>> failed_;
   std::size_t queued_immediate_ = 0;
+  std::uint64_t succeeded_ = 0;
+  std::uint64_t failed_count_ = 0;
   int epoll_fd_ = -1;
 };
 

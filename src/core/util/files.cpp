@@ -137,4 +137,32 @@ SecureBytes read_key_file(const std::string& path, const Location& where) {
   return key;
 }
 
+void write_file_atomically(const std::string& path, std::string_view content, unsigned mode) {
+  const std::size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  std::string temp = path + ".XXXXXX";
+  const int fd = ::mkostemp(temp.data(), O_CLOEXEC);
+  if (fd < 0) throw RuntimeError("cannot write " + path + ": " + errno_message(errno));
+  bool ok = ::fchmod(fd, static_cast<mode_t>(mode)) == 0;
+  for (std::size_t at = 0; ok && at < content.size();) {
+    const ssize_t n = ::write(fd, content.data() + at, content.size() - at);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) at += static_cast<std::size_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  const int saved = errno;
+  ::close(fd);
+  if (!ok || ::rename(temp.c_str(), path.c_str()) != 0) {
+    const int e = ok ? errno : saved;
+    ::unlink(temp.c_str());
+    throw RuntimeError("cannot write " + path + ": " + errno_message(e));
+  }
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
 }  // namespace knock

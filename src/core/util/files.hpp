@@ -1,6 +1,7 @@
 #pragma once
 // Files an attacker might have planted or changed: configs, key files, the state cache.
 #include <string>
+#include <string_view>
 
 #include "util/error.hpp"
 #include "util/secure.hpp"
@@ -33,6 +34,10 @@ SecureBytes read_key_file(const std::string& path, const Location& where);
 // those a library opened without O_CLOEXEC (libnftables' netlink socket, opened by
 // nft_ctx_new). The daemon calls it first thing and after building each configuration.
 void mark_all_close_on_exec();
+
+// Writes `content` to `path` atomically: a temporary file beside it (mode `mode`, close-on-exec),
+// fsync, rename over `path`, fsync of the folder. Throws RuntimeError.
+void write_file_atomically(const std::string& path, std::string_view content, unsigned mode);
 
 // The first line of text (without "\n" or "\r\n"); text is wiped.
 SecureBytes first_line_of(std::string& text);
