@@ -57,6 +57,9 @@ WorkerAccount worker_account(const std::optional<std::string>& user) {
 }
 
 void demote_worker(const WorkerAccount& account) {
+  // The kernel clears the parent-death signal when the euid changes: it is set again below.
+  int parent_death = 0;
+  if (prctl(PR_GET_PDEATHSIG, &parent_death, 0, 0, 0) != 0) fail("PR_GET_PDEATHSIG");
   if (geteuid() == 0) {
     // The bounding set first, while CAP_SETPCAP is still ours: nothing can ever come back.
     for (int cap = 0; cap <= CAP_LAST_CAP; ++cap) {
@@ -74,6 +77,7 @@ void demote_worker(const WorkerAccount& account) {
       errno = EPERM;
       fail("group root could be regained");
     }
+    if (parent_death != 0 && prctl(PR_SET_PDEATHSIG, parent_death, 0, 0, 0) != 0) fail("PR_SET_PDEATHSIG");
   }
   // Not running as root: the same account, but no capability either.
   if (cap_reset_ambient() != 0 && errno != EINVAL) fail("clearing the ambient capabilities");
