@@ -980,7 +980,8 @@ class Daemon {
       log::set_program("knockdaemon[worker]");
       close_all_but(sock);
       worker_sock_ = sock;
-      demote_worker(account);
+      demote_worker(account);  // keeps PR_SET_PDEATHSIG
+      if (getppid() != monitor) return kWorkerLostMonitor;
       install_worker_filter(sock);
       for (auto& src : sources_) {
         if (auto* file = dynamic_cast<capture::LogSource*>(src.source.get()))
