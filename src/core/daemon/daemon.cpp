@@ -1149,6 +1149,18 @@ class Daemon {
 }  // namespace
 
 int main(int argc, const char* const* argv) {
+  // Started with stdin, stdout or stderr closed, the first descriptors the daemon opens (the
+  // runner's epoll, the signalfd, a source, the worker's channel) would take their numbers: log
+  // lines written into the channel, a worker allowed to write to a socket at 1 or 2. /dev/null
+  // takes them first.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    const int null = ::open("/dev/null", O_RDWR);
+    if (null != fd) {
+      std::fprintf(stderr, "knockdaemon: cannot open /dev/null for descriptor %d\n", fd);
+      return kExitRuntime;
+    }
+  }
   log::set_program("knockdaemon");
   mark_all_close_on_exec();
   try {
