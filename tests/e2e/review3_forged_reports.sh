@@ -118,10 +118,19 @@ forged() {
   local before_workers before_violations before_events
   before_workers=$(workers)
   kill -HUP "$DAEMON_PID"
-  wait_for 10 "a fresh worker before '$name'" bash -c "[ \$(grep -c 'worker [0-9]* started' '$LOG') -gt $before_workers ]"
+  # The newest worker, started after the SIGHUP and confined (a restart after the last case's
+  # violation may start one that the reload then replaces).
+  fresh_worker() {
+    [ "$(workers)" -gt "$before_workers" ] || return 1
+    local w
+    w=$(worker_pid)
+    grep -q '^Seccomp:.*2' "/proc/$w/status" 2>/dev/null || return 1
+    sleep 0.2
+    [ "$(worker_pid)" = "$w" ] && test -d "/proc/$w"
+  }
+  wait_for 10 "a fresh worker before '$name'" fresh_worker
   local w
   w=$(worker_pid)
-  wait_for 5 "worker $w running" test -d "/proc/$w"
   before_violations=$(violations)
   before_events=$(events)
   python3 "$E2E_TMP/forge.py" "$w" "$@"
