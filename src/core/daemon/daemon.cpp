@@ -880,9 +880,16 @@ class Daemon {
           why = "an fwknop packet the configuration does not take";
           break;
         }
-        bool known = false;
-        for (std::size_t i = 0; i < s.stanzas->size(); ++i) known = known || s.stanzas->name(i) == r.client;
-        if (!known) why = "an fwknop packet for an unknown stanza";
+        const fwknop::Stanza* stanza = nullptr;
+        for (std::size_t i = 0; i < s.stanzas->size() && stanza == nullptr; ++i)
+          if (s.stanzas->name(i) == r.client) stanza = &s.stanzas->stanza(i);
+        if (stanza == nullptr) {
+          why = "an fwknop packet for an unknown stanza";
+          break;
+        }
+        // What the stanza lets its key holder ask for, checked again here: the verifier that
+        // refuses the rest runs in the worker.
+        why = fwknop_outside(*stanza, r);
         break;
       }
     }
@@ -892,6 +899,37 @@ class Daemon {
     const auto longest = static_cast<std::int64_t>(std::max<double>(s.replay_keep, spa::kReplayKeep)) + 600;
     r.event.replay_expiry = std::clamp<std::int64_t>(r.event.replay_expiry, now, now + longest);
     return true;
+  }
+
+  // Why an fwknop report asks for more than `stanza` allows its key holder ("" when it does
+  // not): the source, the user, the address, the proto/port, the client timeout.
+  static std::string fwknop_outside(const fwknop::Stanza& stanza, const privsep::KnockReport& r) {
+    const auto& values = r.event.values.value;
+    const auto ip = values[static_cast<std::size_t>(codec::Field::Ip)];
+    const auto port = values[static_cast<std::size_t>(codec::Field::Port)];
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (values[i] && i != static_cast<std::size_t>(codec::Field::Ip) && i != static_cast<std::size_t>(codec::Field::Port))
+        return "an fwknop packet with fields it does not carry";
+    if (!stanza.source_allowed(r.event.logip)) return "an fwknop packet from outside its stanza's source";
+    if (!stanza.require_user.empty() && r.user != stanza.require_user) return "an fwknop packet for another user";
+    if (!ip || *ip == 0) return "an fwknop packet without an address to open";
+    if (r.proto.empty() != !port) return "an fwknop packet with a port and no proto, or the reverse";
+    if (port) {
+      fwknop::PortRequest request;
+      if (r.proto == fwknop::proto_name(fwknop::Proto::Tcp)) {
+        request.proto = fwknop::Proto::Tcp;
+      } else if (r.proto == fwknop::proto_name(fwknop::Proto::Udp)) {
+        request.proto = fwknop::Proto::Udp;
+      } else {
+        return "an fwknop packet with an unknown proto";
+      }
+      request.port = static_cast<std::uint16_t>(*port);
+      if (!stanza.port_allowed(request)) return "an fwknop packet for a port its stanza does not open";
+    }
+    const auto timeout = r.event.extras.client_timeout;
+    if (!timeout || (*timeout != stanza.fw_access_timeout && (*timeout == 0 || *timeout > stanza.max_client_timeout)))
+      return "an fwknop packet with a client timeout its stanza does not allow";
+    return "";
   }
 
   // LOG_CHECK: the monitor looks at the log's name with its own privileges and hands a new
