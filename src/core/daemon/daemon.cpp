@@ -198,6 +198,15 @@ class Daemon {
     if (g->settings.user) {
       if (const passwd* pw = ::getpwnam(g->settings.user->c_str())) options.cache_owner = static_cast<long>(pw->pw_uid);
     }
+    // The worker's account must exist now: a reload to a user that is gone would stop the
+    // running worker and start none (deaf until the next reload).
+    if (g->settings.privsep && !pcap_file_ && g->settings.user) {
+      try {
+        (void)worker_account(g->settings.user);
+      } catch (const std::exception& e) {
+        throw ConfigError(g->root.where_of("user"), e.what());
+      }
+    }
     g->engine = std::make_unique<rules::Engine>(g->root, options);
     for (const auto& warning : g->settings.warnings) log::warning(warning);
     // libnftables opens its netlink socket without SOCK_CLOEXEC (in nft_ctx_new, while the
