@@ -220,6 +220,15 @@ class Daemon {
     if (g->settings.user) {
       if (const passwd* pw = ::getpwnam(g->settings.user->c_str())) options.cache_owner = static_cast<long>(pw->pw_uid);
     }
+    // The worker's account must exist now: a reload to a user that is gone would stop the
+    // running worker and start none (deaf until the next reload).
+    if (g->settings.privsep && !pcap_file_ && g->settings.user) {
+      try {
+        (void)worker_account(g->settings.user);
+      } catch (const std::exception& e) {
+        throw ConfigError(g->root.where_of("user"), e.what());
+      }
+    }
     g->engine = std::make_unique<rules::Engine>(g->root, options);
     for (const auto& warning : g->settings.warnings) log::warning(warning);
     // libnftables opens its netlink socket without SOCK_CLOEXEC (in nft_ctx_new, while the
@@ -1156,9 +1165,16 @@ class Daemon {
           why = "an fwknop packet the configuration does not take";
           break;
         }
-        bool known = false;
-        for (std::size_t i = 0; i < s.stanzas->size(); ++i) known = known || s.stanzas->name(i) == r.client;
-        if (!known) why = "an fwknop packet for an unknown stanza";
+        const fwknop::Stanza* stanza = nullptr;
+        for (std::size_t i = 0; i < s.stanzas->size() && stanza == nullptr; ++i)
+          if (s.stanzas->name(i) == r.client) stanza = &s.stanzas->stanza(i);
+        if (stanza == nullptr) {
+          why = "an fwknop packet for an unknown stanza";
+          break;
+        }
+        // What the stanza lets its key holder ask for, checked again here: the verifier that
+        // refuses the rest runs in the worker.
+        why = fwknop_outside(*stanza, r);
         break;
       }
     }
@@ -1168,6 +1184,37 @@ class Daemon {
     const auto longest = static_cast<std::int64_t>(std::max<double>(s.replay_keep, spa::kReplayKeep)) + 600;
     r.event.replay_expiry = std::clamp<std::int64_t>(r.event.replay_expiry, now, now + longest);
     return true;
+  }
+
+  // Why an fwknop report asks for more than `stanza` allows its key holder ("" when it does
+  // not): the source, the user, the address, the proto/port, the client timeout.
+  static std::string fwknop_outside(const fwknop::Stanza& stanza, const privsep::KnockReport& r) {
+    const auto& values = r.event.values.value;
+    const auto ip = values[static_cast<std::size_t>(codec::Field::Ip)];
+    const auto port = values[static_cast<std::size_t>(codec::Field::Port)];
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (values[i] && i != static_cast<std::size_t>(codec::Field::Ip) && i != static_cast<std::size_t>(codec::Field::Port))
+        return "an fwknop packet with fields it does not carry";
+    if (!stanza.source_allowed(r.event.logip)) return "an fwknop packet from outside its stanza's source";
+    if (!stanza.require_user.empty() && r.user != stanza.require_user) return "an fwknop packet for another user";
+    if (!ip || *ip == 0) return "an fwknop packet without an address to open";
+    if (r.proto.empty() != !port) return "an fwknop packet with a port and no proto, or the reverse";
+    if (port) {
+      fwknop::PortRequest request;
+      if (r.proto == fwknop::proto_name(fwknop::Proto::Tcp)) {
+        request.proto = fwknop::Proto::Tcp;
+      } else if (r.proto == fwknop::proto_name(fwknop::Proto::Udp)) {
+        request.proto = fwknop::Proto::Udp;
+      } else {
+        return "an fwknop packet with an unknown proto";
+      }
+      request.port = static_cast<std::uint16_t>(*port);
+      if (!stanza.port_allowed(request)) return "an fwknop packet for a port its stanza does not open";
+    }
+    const auto timeout = r.event.extras.client_timeout;
+    if (!timeout || (*timeout != stanza.fw_access_timeout && (*timeout == 0 || *timeout > stanza.max_client_timeout)))
+      return "an fwknop packet with a client timeout its stanza does not allow";
+    return "";
   }
 
   // LOG_CHECK: the monitor looks at the log's name with its own privileges and hands a new
@@ -1258,7 +1305,8 @@ class Daemon {
       log::set_program("knockdaemon[worker]");
       close_all_but(sock);
       worker_sock_ = sock;
-      demote_worker(account);
+      demote_worker(account);  // keeps PR_SET_PDEATHSIG
+      if (getppid() != monitor) return kWorkerLostMonitor;
       install_worker_filter(sock);
       for (auto& src : sources_) {
         if (auto* file = dynamic_cast<capture::LogSource*>(src.source.get()))
@@ -1450,6 +1498,18 @@ class Daemon {
 }  // namespace
 
 int main(int argc, const char* const* argv) {
+  // Started with stdin, stdout or stderr closed, the first descriptors the daemon opens (the
+  // runner's epoll, the signalfd, a source, the worker's channel) would take their numbers: log
+  // lines written into the channel, a worker allowed to write to a socket at 1 or 2. /dev/null
+  // takes them first.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    const int null = ::open("/dev/null", O_RDWR);
+    if (null != fd) {
+      std::fprintf(stderr, "knockdaemon: cannot open /dev/null for descriptor %d\n", fd);
+      return kExitRuntime;
+    }
+  }
   log::set_program("knockdaemon");
   mark_all_close_on_exec();
   try {

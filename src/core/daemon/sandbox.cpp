@@ -57,6 +57,9 @@ WorkerAccount worker_account(const std::optional<std::string>& user) {
 }
 
 void demote_worker(const WorkerAccount& account) {
+  // The kernel clears the parent-death signal when the euid changes: it is set again below.
+  int parent_death = 0;
+  if (prctl(PR_GET_PDEATHSIG, &parent_death, 0, 0, 0) != 0) fail("PR_GET_PDEATHSIG");
   if (geteuid() == 0) {
     // The bounding set first, while CAP_SETPCAP is still ours: nothing can ever come back.
     for (int cap = 0; cap <= CAP_LAST_CAP; ++cap) {
@@ -74,6 +77,7 @@ void demote_worker(const WorkerAccount& account) {
       errno = EPERM;
       fail("group root could be regained");
     }
+    if (parent_death != 0 && prctl(PR_SET_PDEATHSIG, parent_death, 0, 0, 0) != 0) fail("PR_SET_PDEATHSIG");
   }
   // Not running as root: the same account, but no capability either.
   if (cap_reset_ambient() != 0 && errno != EINVAL) fail("clearing the ambient capabilities");
@@ -102,8 +106,24 @@ void install_worker_filter(int channel) {
   for (int call : {SCMP_SYS(read), SCMP_SYS(readv), SCMP_SYS(pread64), SCMP_SYS(recvfrom), SCMP_SYS(recvmsg),
                    SCMP_SYS(recvmmsg), SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(lseek), SCMP_SYS(fstat),
                    SCMP_SYS(newfstatat), SCMP_SYS(statx), SCMP_SYS(getsockopt), SCMP_SYS(getsockname),
-                   SCMP_SYS(fcntl), SCMP_SYS(close)})
+                   SCMP_SYS(close)})
     allow(call);
+  // fcntl: a descriptor's own flags only. F_DUPFD would put a capture or UDP socket at the
+  // channel's or stderr's number (the write rules below go by number); F_SETOWN/F_SETSIG would
+  // have the kernel signal another process of the worker's account; locks and leases touch
+  // files. All of those fail with EPERM.
+  for (int command : {F_GETFL, F_SETFL, F_GETFD, F_SETFD}) {
+    if (rc == 0)
+      rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 1,
+                            SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(command)));
+  }
+  for (int command : {F_DUPFD, F_DUPFD_CLOEXEC, F_SETOWN, F_SETOWN_EX, F_SETSIG, F_SETLK, F_SETLKW, F_OFD_SETLK,
+                      F_OFD_SETLKW, F_SETLEASE, F_NOTIFY, F_SETPIPE_SZ, F_ADD_SEALS, F_GETLK, F_OFD_GETLK, F_GETOWN,
+                      F_GETOWN_EX, F_GETSIG, F_GETLEASE, F_GETPIPE_SZ, F_GET_SEALS}) {
+    if (rc == 0)
+      rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(fcntl), 1,
+                            SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(command)));
+  }
   // Writing: log lines to stdout and stderr, messages to the monitor, and nowhere else: a
   // write on a capture or UDP socket would put packets on the network.
   for (int call : {SCMP_SYS(write), SCMP_SYS(writev)}) {
@@ -124,8 +144,12 @@ void install_worker_filter(int channel) {
                    SCMP_SYS(futex), SCMP_SYS(getpid), SCMP_SYS(gettid), SCMP_SYS(getppid), SCMP_SYS(getrandom),
                    SCMP_SYS(sched_yield), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn), SCMP_SYS(restart_syscall),
                    SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(getuid), SCMP_SYS(geteuid), SCMP_SYS(getgid),
-                   SCMP_SYS(getegid), SCMP_SYS(sigaltstack), SCMP_SYS(prlimit64), SCMP_SYS(getrlimit)})
+                   SCMP_SYS(getegid), SCMP_SYS(sigaltstack), SCMP_SYS(getrlimit)})
     allow(call);
+  // prlimit64: reading its own limits (glibc's getrlimit) only. Another process's (of the same
+  // account: nobody is shared with other services) or setting one kills it.
+  if (rc == 0)
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 2, SCMP_A0(SCMP_CMP_EQ, 0), SCMP_A2(SCMP_CMP_EQ, 0));
   // libpcap asks for an interface's flags when it goes down; a tty check on stderr is refused.
   if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, SIOCGIFFLAGS));
   if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOTTY), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_NE, SIOCGIFFLAGS));

@@ -29,7 +29,8 @@ struct WorkerAccount {
 // when the account is root's.
 WorkerAccount worker_account(const std::optional<std::string>& user);
 
-// Steps 1 to 3. Throws RuntimeError when any step fails (the worker then exits: fail closed).
+// Steps 1 to 3; a parent-death signal set before stays set (the uid change clears it). The
+// caller checks getppid() again afterwards: the parent may have died meanwhile. Throws RuntimeError when any step fails (the worker then exits: fail closed).
 void demote_worker(const WorkerAccount& account);
 // Step 4. `channel`: the one descriptor besides stdout and stderr the worker may write to or
 // send on (-1: none). Throws RuntimeError when the filter cannot be built or loaded.
