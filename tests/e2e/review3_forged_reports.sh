@@ -86,7 +86,7 @@ def knock(kind=2, logip="198.18.1.2", ip="198.18.1.2", port=22, client="alice", 
     for index in sorted(fields):
         present |= 1 << index
         values += struct.pack(">I", fields[index])
-    m += struct.pack(">H", present) + values
+    m += struct.pack(">H", present) + values + bytes([0])  # no IP6
     for text in (client, proto, user):
         m += bytes([len(text)]) + text.encode()
     m += bytes([0 if timeout is None else 1]) + struct.pack(">I", timeout or 0)

@@ -1011,7 +1011,8 @@ class Daemon {
   // Forks a worker from this generation. Sources whose read position the last worker took
   // with it (pcap) are reopened first.
   void start_worker() {
-    if (workers_started_ > 0) reopen_unresumable();
+    if (workers_started_ > 0 && !handles_fresh_) reopen_unresumable();
+    handles_fresh_ = false;
     if (sources_.empty()) {
       next_worker_start_ = wall_clock() + 5;
       return;
@@ -1047,6 +1048,11 @@ class Daemon {
     sources_changed_ = false;
     log::info("worker " + std::to_string(pid) + " started (user " +
               (account.name.empty() ? std::to_string(account.uid) : account.name) + ")");
+    if (account.name == "nobody" && !current_->settings.user && !warned_nobody_) {
+      warned_nobody_ = true;
+      log::warning("the worker runs as nobody, an account other services share (they could signal it): create the "
+                   "system user portknock (the Debian package does) or set user = NAME");
+    }
   }
 
   // Ends the worker (SIGKILL: it holds nothing to save) and collects how it ended. `why`
@@ -1066,12 +1072,17 @@ class Daemon {
 
   // The worker's socket is readable: its messages, or its end.
   void serve_worker() {
+    if (take_reports()) worker_ended();
+  }
+
+  // Takes the worker's messages that are there (at most 1024). True when it ended (EOF).
+  bool take_reports() {
     for (int budget = 0; budget < 1024; ++budget) {
       int fd = -1;
       const long n = privsep::receive_message(monitor_sock_, in_, &fd);
-      if (n < 0) return;  // drained
+      if (n < 0) return false;  // drained
       if (fd >= 0) ::close(fd);  // the worker never sends descriptors
-      if (n == 0) return worker_ended();
+      if (n == 0) return true;
       const auto message = std::span<const std::uint8_t>(in_.data(), static_cast<std::size_t>(n));
       std::string why;
       if (n > static_cast<long>(privsep::kMaxMessage)) {
@@ -1102,9 +1113,31 @@ class Daemon {
         ++protocol_violations_;
         stop_worker("");
         schedule_worker_restart();
-        return;
+        return false;
       }
     }
+    return false;
+  }
+
+  // A reload's end of a worker: its write side shut, it reads its sources dry, reports what it
+  // found and exits; the monitor takes those reports for at most 2 s, then ends it anyway (a
+  // stopped or hung worker loses what it had not read yet).
+  void retire_worker(const std::string& why) {
+    if (worker_pid_ < 0) return;
+    ::shutdown(monitor_sock_, SHUT_WR);
+    const double deadline = wall_clock() + 2;
+    for (;;) {
+      if (worker_pid_ < 0) return;  // it broke the protocol meanwhile (stopped already)
+      if (take_reports()) break;
+      const double left = deadline - wall_clock();
+      if (left <= 0) {
+        log::warning("worker " + std::to_string(worker_pid_) + " did not finish its last reads within 2 s");
+        break;
+      }
+      pollfd p{monitor_sock_, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(std::ceil(left * 1000)));
+    }
+    stop_worker(why);
   }
 
   static void take_counters(Refusals& into, const privsep::Counters::Kind& from) {
@@ -1310,7 +1343,9 @@ class Daemon {
       install_worker_filter(sock);
       for (auto& src : sources_) {
         if (auto* file = dynamic_cast<capture::LogSource*>(src.source.get()))
-          file->follower().set_name_check([sock](dev_t dev, ino_t ino) { return privsep::ask_for_log(sock, dev, ino, 5000); });
+          file->follower().set_name_check([this, sock](dev_t dev, ino_t ino) {
+            return draining_ ? -1 : privsep::ask_for_log(sock, dev, ino, 5000);
+          });
       }
       return run_worker();
     } catch (const std::exception& e) {
@@ -1346,6 +1381,22 @@ class Daemon {
     for (int fd : close_these) ::close(fd);
   }
 
+  int finish_worker(const capture::ObservationCallback& on_packet) {
+    draining_ = true;
+    const double deadline = wall_clock() + 1;
+    for (bool more = true; more && wall_clock() < deadline;) {
+      more = false;
+      for (auto& src : sources_) {
+        try {
+          if (src.source->dispatch(on_packet, 4096) > 0) more = true;
+        } catch (const std::exception&) {
+          // ending anyway
+        }
+      }
+    }
+    return 0;
+  }
+
   // The worker's loop: its sources, the tracker, the detectors; knocks go to the monitor.
   int run_worker() {
     const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { on_observation(o); };
@@ -1362,8 +1413,9 @@ class Daemon {
       }
       const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
       if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) return kWorkerSourceFailed;
-      // The monitor speaks only when asked (log checks): anything else here is its end.
-      if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) return 0;
+      // The monitor speaks only when asked (log checks): anything else here is its end, or
+      // (a reload) its write side shut: read the sources dry, report, and exit.
+      if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) return finish_worker(on_packet);
       const double before_dispatch = wall_clock();
       for (std::size_t i = 0; i < sources_.size(); ++i) {
         capture::Source& src = *sources_[i].source;
@@ -1428,10 +1480,12 @@ class Daemon {
     if (error.empty()) {
       open_sources(false);
       if (privsep_ && worker_pid_ >= 0) {
-        // A new configuration, a new worker: it is built from the new settings. Knocks the old
-        // one already reported are taken first.
-        serve_worker();
-        stop_worker("reload");
+        // A new configuration, a new worker built from it. New capture handles first (from
+        // now on every packet reaches them too), then the old worker reads its own dry and
+        // reports, then it ends: no knock falls between the two.
+        reopen_unresumable();
+        handles_fresh_ = true;
+        retire_worker("reload");
         restart_delay_ = 0;
         next_worker_start_ = 0;
       }
@@ -1482,6 +1536,9 @@ class Daemon {
   std::uint64_t workers_started_ = 0;
   std::uint64_t protocol_violations_ = 0;
   bool sources_changed_ = false;
+  bool warned_nobody_ = false;
+  bool handles_fresh_ = false;  // reopen_unresumable() ran for the next worker already
+  bool draining_ = false;       // in the worker: the monitor asked it to finish
   double next_counters_ = 0;
   std::uint64_t counters_sent_ = 0;
   privsep::Counters worker_counters_{};  // the latest the worker sent
