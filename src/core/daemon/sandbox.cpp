@@ -21,6 +21,10 @@
 namespace knock::daemon {
 namespace {
 
+// One argument comparison, every field given (libseccomp's SCMP_An macros leave datum_b out,
+// which clang's -Wmissing-field-initializers reports).
+scmp_arg_cmp arg(unsigned index, scmp_compare op, scmp_datum_t a, scmp_datum_t b = 0) { return {index, op, a, b}; }
+
 [[noreturn]] void fail(const std::string& what) {
   const int saved = errno;
   throw RuntimeError("worker confinement: " + what + ": " + errno_message(saved));
@@ -115,29 +119,29 @@ void install_worker_filter(int channel) {
   for (int command : {F_GETFL, F_SETFL, F_GETFD, F_SETFD}) {
     if (rc == 0)
       rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 1,
-                            SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(command)));
+                            arg(1, SCMP_CMP_EQ, static_cast<scmp_datum_t>(command)));
   }
   for (int command : {F_DUPFD, F_DUPFD_CLOEXEC, F_SETOWN, F_SETOWN_EX, F_SETSIG, F_SETLK, F_SETLKW, F_OFD_SETLK,
                       F_OFD_SETLKW, F_SETLEASE, F_NOTIFY, F_SETPIPE_SZ, F_ADD_SEALS, F_GETLK, F_OFD_GETLK, F_GETOWN,
                       F_GETOWN_EX, F_GETSIG, F_GETLEASE, F_GETPIPE_SZ, F_GET_SEALS}) {
     if (rc == 0)
       rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(fcntl), 1,
-                            SCMP_A1(SCMP_CMP_EQ, static_cast<scmp_datum_t>(command)));
+                            arg(1, SCMP_CMP_EQ, static_cast<scmp_datum_t>(command)));
   }
   // Writing: log lines to stdout and stderr, messages to the monitor, and nowhere else: a
   // write on a capture or UDP socket would put packets on the network.
   for (int call : {SCMP_SYS(write), SCMP_SYS(writev)}) {
     for (int fd : {1, 2})
-      if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 1, SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(fd)));
+      if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 1, arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(fd)));
   }
   for (int call : {SCMP_SYS(write), SCMP_SYS(writev), SCMP_SYS(sendmsg), SCMP_SYS(sendto)}) {
     if (channel >= 0 && rc == 0)
-      rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 1, SCMP_A0(SCMP_CMP_EQ, static_cast<scmp_datum_t>(channel)));
+      rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 1, arg(0, SCMP_CMP_EQ, static_cast<scmp_datum_t>(channel)));
   }
   // Memory, never executable.
   for (int call : {SCMP_SYS(brk), SCMP_SYS(munmap), SCMP_SYS(mremap), SCMP_SYS(madvise)}) allow(call);
   for (int call : {SCMP_SYS(mmap), SCMP_SYS(mprotect)}) {
-    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+    if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, call, 1, arg(2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
   }
   // Time, threads' basics, signals, exit.
   for (int call : {SCMP_SYS(clock_gettime), SCMP_SYS(gettimeofday), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
@@ -149,10 +153,10 @@ void install_worker_filter(int channel) {
   // prlimit64: reading its own limits (glibc's getrlimit) only. Another process's (of the same
   // account: nobody is shared with other services) or setting one kills it.
   if (rc == 0)
-    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 2, SCMP_A0(SCMP_CMP_EQ, 0), SCMP_A2(SCMP_CMP_EQ, 0));
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 2, arg(0, SCMP_CMP_EQ, 0), arg(2, SCMP_CMP_EQ, 0));
   // libpcap asks for an interface's flags when it goes down; a tty check on stderr is refused.
-  if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_EQ, SIOCGIFFLAGS));
-  if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOTTY), SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_NE, SIOCGIFFLAGS));
+  if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, arg(1, SCMP_CMP_EQ, SIOCGIFFLAGS));
+  if (rc == 0) rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOTTY), SCMP_SYS(ioctl), 1, arg(1, SCMP_CMP_NE, SIOCGIFFLAGS));
   // Paths: the worker has no business with the file system (the monitor opens what it reads).
   for (int call : {SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(openat2), SCMP_SYS(stat), SCMP_SYS(lstat),
                    SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(faccessat2), SCMP_SYS(readlink),
