@@ -201,6 +201,7 @@ Connected connect_when_open(const IpAddress& remote, std::uint16_t port, const R
   auto next_launch = start;
   std::vector<Attempt> live;
   int attempts = 0;
+  std::vector<Clock::time_point> launched;
   std::string last = "none started";
 
   const auto won = [&](Attempt& a) {
@@ -209,6 +210,7 @@ Connected connect_when_open(const IpAddress& remote, std::uint16_t port, const R
     c.attempts = attempts;
     c.winner = a.number;
     c.elapsed = std::chrono::duration_cast<milliseconds>(Clock::now() - start);
+    c.launched = std::move(launched);
     for (auto& other : live)
       if (other.fd.get() >= 0) drop(other.fd);
     return c;
@@ -228,16 +230,19 @@ Connected connect_when_open(const IpAddress& remote, std::uint16_t port, const R
     if (now >= next_launch) {
       ++attempts;
       Attempt a{UniqueFd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)), now, attempts};
+      const int rc = a.fd.get() < 0 ? -1 : ::connect(a.fd.get(), reinterpret_cast<const sockaddr*>(&ss), len);
+      const int err = errno;
+      launched.push_back(Clock::now());
       if (a.fd.get() < 0) {
-        last = "cannot create a socket: " + errno_message(errno);
-      } else if (::connect(a.fd.get(), reinterpret_cast<const sockaddr*>(&ss), len) == 0) {
+        last = "cannot create a socket: " + errno_message(err);
+      } else if (rc == 0) {
         return won(a);
-      } else if (errno == EINPROGRESS || errno == EINTR) {
+      } else if (err == EINPROGRESS || err == EINTR) {
         live.push_back(std::move(a));
       } else {
         // Refused (a REJECT rule or nothing listening yet), unreachable, a local firewall: the
         // door may still open; the deadline bounds the retries.
-        last = outcome_of(errno);
+        last = outcome_of(err);
         drop(a.fd);
       }
       const auto step = now - start < policy.fast_for ? policy.interval : policy.slow_interval;

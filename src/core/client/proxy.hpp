@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "util/address.hpp"
 #include "util/cli.hpp"
@@ -39,6 +40,7 @@ struct Connected {
   int attempts = 0;                      // connects started
   int winner = 0;                        // which of them (from 1) was accepted
   std::chrono::milliseconds elapsed{0};  // from the first attempt to the accepted connection
+  std::vector<std::chrono::steady_clock::time_point> launched;  // when each attempt's connect() returned
 };
 
 // Connects to remote:port, retrying as described above until `policy.deadline`. Throws
