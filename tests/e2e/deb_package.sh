@@ -63,7 +63,8 @@ for f in ./usr/sbin/knockdaemon ./usr/bin/knockclient ./etc/portknock/knockdaemo
          ./usr/share/man/man1/knockdaemon.1 ./usr/share/man/man1/knockclient.1 \
          ./lib/systemd/system/knockdaemon.service ./usr/share/doc/portknock/README.Debian \
          ./usr/share/doc/portknock/README.md ./usr/share/doc/portknock/PROTOCOL.md \
-         ./usr/share/doc/portknock/copyright; do
+         ./usr/share/doc/portknock/copyright ./usr/share/bash-completion/completions/knockclient \
+         ./usr/share/bash-completion/completions/knockdaemon ./usr/share/bash-completion/completions/knockctl; do
   grep -Eq " $f(\.gz)?\$" "$tmp/contents" || fail "not in the package: $f"
 done
 # Every file of etc/ is a conffile.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `cmake --install` lays out what a package needs: both programs, the three configs under
-# /etc/portknock, both man pages, the systemd unit; the installed programs run, -man prints
-# the installed page, and the installed daemon config passes -check once its key file exists.
+# /etc/portknock, both man pages, the systemd unit, the bash completions; the installed
+# programs run, -man prints the installed page, and the installed daemon config passes -check
+# once its key file exists.
 set -euo pipefail
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -11,7 +12,9 @@ prefix=$(sed -n "s/^CMAKE_INSTALL_PREFIX:PATH=//p" "$BIN_DIR/CMakeCache.txt")
 p=${prefix#/}
 for f in $p/sbin/knockdaemon $p/bin/knockclient etc/portknock/knockdaemon.conf etc/portknock/knockclient.conf \
          etc/portknock/logformats.conf $p/share/man/man1/knockdaemon.1 $p/share/man/man1/knockclient.1 \
-         $p/lib/systemd/system/knockdaemon.service $p/share/doc/portknock/PROTOCOL.md; do
+         $p/lib/systemd/system/knockdaemon.service $p/share/doc/portknock/PROTOCOL.md \
+         $p/share/bash-completion/completions/knockdaemon $p/share/bash-completion/completions/knockclient \
+         $p/share/bash-completion/completions/knockctl; do
   [ -e "$r/$f" ] || fail "not installed: /$f"
 done
 "$r/$p/sbin/knockdaemon" -man | cmp -s - "$r/$p/share/man/man1/knockdaemon.1" || fail "knockdaemon -man differs from its page"
