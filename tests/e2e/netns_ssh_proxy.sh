@@ -196,14 +196,30 @@ if [ -n "${PORTKNOCK_SSH_BENCH:-}" ]; then
     echo $(((t1 - t0) / 1000000))
   }
   median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-  : >"$E2E_TMP/t_proxy"; : >"$E2E_TMP/t_open"; : >"$E2E_TMP/t_openproxy"
+  # knock_then_ssh: the knock, then at once a plain ssh (no -proxy): its first SYN races the rule.
+  knock_then_ssh() {
+    in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/alice.conf" -remote $SERVER_IP -quiet &&
+      plain_ssh -o ConnectTimeout=10 root@$SERVER_IP true
+  }
+  : >"$E2E_TMP/t_proxy"; : >"$E2E_TMP/t_open"; : >"$E2E_TMP/t_openproxy"; : >"$E2E_TMP/t_naive"
   for _ in $(seq "$PORTKNOCK_SSH_BENCH"); do
     wait_closed "before a timed run"
     ms proxy_ssh alice root@$SERVER_IP true >>"$E2E_TMP/t_proxy"
+    wait_closed "before a timed knock-then-ssh"
+    ms knock_then_ssh >>"$E2E_TMP/t_naive"
     ms plain_ssh -p 2222 root@$SERVER_IP true >>"$E2E_TMP/t_open"
     ms proxy_ssh alice -p 2222 root@$SERVER_IP true >>"$E2E_TMP/t_openproxy"
   done
+  # knockclient -wait's own figure: from its first connect attempt to the accepted connection.
+  : >"$E2E_TMP/t_wait"
+  for _ in $(seq "$PORTKNOCK_SSH_BENCH"); do
+    wait_closed "before a timed -wait"
+    in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/alice.conf" -remote $SERVER_IP -wait 22 2>&1 |
+      sed -n 's/.* accepted a connection after \([0-9]*\) ms (attempt \([0-9]*\) .*/\1 \2/p' >>"$E2E_TMP/t_wait"
+  done
+  say "   knock to accepted connect (-wait):               median $(cut -d' ' -f1 "$E2E_TMP/t_wait" | median) ms, winning attempt median $(cut -d' ' -f2 "$E2E_TMP/t_wait" | median) ($(cut -d' ' -f1 "$E2E_TMP/t_wait" | sort -n | tr '\n' ' ')ms)"
   say "   closed port 22, ProxyCommand knockclient -proxy: median $(median <"$E2E_TMP/t_proxy") ms ($(sort -n "$E2E_TMP/t_proxy" | tr '\n' ' '))"
+  say "   closed port 22, knockclient; then plain ssh:     median $(median <"$E2E_TMP/t_naive") ms ($(sort -n "$E2E_TMP/t_naive" | tr '\n' ' '))"
   say "   open port 2222, plain ssh:                       median $(median <"$E2E_TMP/t_open") ms ($(sort -n "$E2E_TMP/t_open" | tr '\n' ' '))"
   say "   open port 2222, ProxyCommand knockclient -proxy: median $(median <"$E2E_TMP/t_openproxy") ms ($(sort -n "$E2E_TMP/t_openproxy" | tr '\n' ' '))"
 fi
