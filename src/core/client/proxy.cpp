@@ -98,7 +98,8 @@ void drop(UniqueFd& fd) {
 
 struct Attempt {
   UniqueFd fd;
-  Clock::time_point started;
+  Clock::time_point expires;
+  milliseconds timeout;
   int number = 0;
 };
 
@@ -220,16 +221,19 @@ Connected connect_when_open(const IpAddress& remote, std::uint16_t port, const R
     auto now = Clock::now();
     // Attempts unanswered for too long are dropped before the kernel would retransmit their SYN.
     for (auto& a : live)
-      if (now - a.started >= policy.attempt_timeout) {
+      if (now >= a.expires) {
         drop(a.fd);
-        last = "unanswered after " + seconds_text(policy.attempt_timeout);
+        last = "unanswered after " + seconds_text(a.timeout);
       }
     std::erase_if(live, [](const Attempt& a) { return a.fd.get() < 0; });
     if (now >= deadline) break;
 
     if (now >= next_launch) {
       ++attempts;
-      Attempt a{UniqueFd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)), now, attempts};
+      const bool fast = now - start < policy.fast_for;
+      const milliseconds timeout = fast ? policy.attempt_timeout : policy.slow_attempt_timeout;
+      Attempt a{UniqueFd(::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)), now + timeout,
+                timeout, attempts};
       const int rc = a.fd.get() < 0 ? -1 : ::connect(a.fd.get(), reinterpret_cast<const sockaddr*>(&ss), len);
       const int err = errno;
       launched.push_back(Clock::now());
@@ -245,14 +249,14 @@ Connected connect_when_open(const IpAddress& remote, std::uint16_t port, const R
         last = outcome_of(err);
         drop(a.fd);
       }
-      const auto step = now - start < policy.fast_for ? policy.interval : policy.slow_interval;
+      const auto step = fast ? policy.interval : policy.slow_interval;
       next_launch += step;
       if (next_launch <= now) next_launch = now + step;
     }
 
     // Sleep until an attempt completes, the next launch, the first expiry or the deadline.
     auto wake = std::min(next_launch, deadline);
-    for (const auto& a : live) wake = std::min(wake, a.started + policy.attempt_timeout);
+    for (const auto& a : live) wake = std::min(wake, a.expires);
     now = Clock::now();
     const auto wait = wake > now ? std::chrono::duration_cast<std::chrono::nanoseconds>(wake - now)
                                  : std::chrono::nanoseconds(0);

@@ -7,7 +7,9 @@
 // blocking connect() whose SYN reaches the firewall before the rule would wait for the kernel's
 // first SYN retransmission, one second later. Instead a fresh non-blocking connect starts every
 // `interval`, each abandoned after `attempt_timeout` (below that one second, so no socket ever
-// retransmits); the first to be accepted wins, the others are dropped.
+// retransmits); the first to be accepted wins, the others are dropped. After `fast_for` the
+// attempts are fewer and live longer, so that a path whose round trip exceeds attempt_timeout
+// still connects.
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -29,9 +31,12 @@ inline constexpr std::chrono::milliseconds kDefaultWaitTime{10000};
 
 struct RetryPolicy {
   std::chrono::milliseconds interval{15};          // a fresh attempt this often during the first `fast_for`
+  std::chrono::milliseconds attempt_timeout{900};  // each dropped then if unanswered (no retransmission)
   std::chrono::milliseconds fast_for{2000};
-  std::chrono::milliseconds slow_interval{100};    // then this often
-  std::chrono::milliseconds attempt_timeout{900};  // an attempt with no answer is dropped then
+  // Then, for slow paths (a round trip near or above attempt_timeout), fewer attempts that live
+  // longer: the kernel may retransmit their SYN.
+  std::chrono::milliseconds slow_interval{250};
+  std::chrono::milliseconds slow_attempt_timeout{3000};
   std::chrono::milliseconds deadline = kDefaultWaitTime;  // the whole wait
 };
 
