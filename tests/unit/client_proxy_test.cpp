@@ -373,7 +373,7 @@ namespace {
 
 cli::ParsedArgs args_of(std::vector<const char*> argv) {
   argv.insert(argv.begin(), "knockclient");
-  std::vector<cli::OptionSpec> specs = {{"proxy", true}, {"wait", true}, {"waittime", true},
+  std::vector<cli::OptionSpec> specs = {{"proxy", true}, {"wait", true}, {"waittime", true}, {"key", true},
                                         {"remote", true}, {"debug", false}, {"quiet", false}};
   return cli::parse(static_cast<int>(argv.size()), argv.data(), specs);
 }
@@ -424,6 +424,9 @@ TEST(FollowUp, Errors) {
   EXPECT_NE(error_of({"-wait", "ssh"}).find("option -wait: the port must be"), std::string::npos);
   EXPECT_NE(error_of({"-wait", "22", "-proxy", "h", "22"}).find("not both"), std::string::npos);
   EXPECT_NE(error_of({"-waittime", "3"}).find("-waittime needs -proxy"), std::string::npos);
+  EXPECT_NE(error_of({"-proxy", "h", "22", "-key", "-"}).find("-key - reads standard input, which -proxy relays"),
+            std::string::npos);
+  EXPECT_EQ(error_of({"-wait", "22", "-key", "-"}), "(accepted)");
   for (const char* bad : {"0", "0.0", "-1", "1.", ".5", "1.2345", "3601", "10s", "", "99999"})
     EXPECT_NE(error_of({"-wait", "22", "-waittime", bad}).find("waittime must be seconds"), std::string::npos) << bad;
   const auto root = config::parse_string("remote = h\nwaittime = soon\n", "c.conf");

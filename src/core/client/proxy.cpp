@@ -372,6 +372,9 @@ std::optional<FollowUp> take_follow_up(cli::ParsedArgs& args, const config::Valu
     if (host.empty()) throw ConfigError(where, "-proxy needs a host name or address");
     if (args.positional.size() != 1)
       throw ConfigError(where, "give the port after the host: -proxy HOST PORT (ProxyCommand knockclient -proxy %h %p)");
+    if (args.get("key") == "-")
+      throw ConfigError(Location{"option -key", 0},
+                        "-key - reads standard input, which -proxy relays: use -keyfile FILE");
     f.mode = FollowUp::Mode::Proxy;
     f.port = parse_port(args.positional.front(), where);
     args.positional.clear();
