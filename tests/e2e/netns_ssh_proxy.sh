@@ -102,9 +102,10 @@ summaryinterval = 1
   system = "/sbin/iptables -w -D INPUT -p tcp -s IP/32 --dport PORT --syn -m comment --comment pkssh -j ACCEPT"
 </template>
 CONF
-# client_conf KEY: knockclient's configuration (no remote: -proxy gives it, or -remote).
+# client_conf KEY: knockclient's configuration, as README's ~/.knockclient.conf: no remote
+# (-proxy gives it, or -remote) and no port (the knock's PORT is the one -proxy or -wait names).
 client_conf() {
-  printf '%s\n' 'port     = 22' 'knock    = IP,PORT,FLAG0,CHECKSUM' 'proto    = spa' "spaport  = $SPAPORT" \
+  printf '%s\n' 'knock    = IP,PORT,FLAG0,CHECKSUM' 'proto    = spa' "spaport  = $SPAPORT" \
     "keyfile  = $E2E_TMP/$1.key"
 }
 client_conf alice >"$E2E_TMP/alice.conf"
@@ -198,7 +199,7 @@ if [ -n "${PORTKNOCK_SSH_BENCH:-}" ]; then
   median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
   # knock_then_ssh: the knock, then at once a plain ssh (no -proxy): its first SYN races the rule.
   knock_then_ssh() {
-    in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/alice.conf" -remote $SERVER_IP -quiet &&
+    in_ns "$NS_CLIENT" "$BIN/knockclient" -conf "$E2E_TMP/alice.conf" -remote $SERVER_IP -port 22 -quiet &&
       plain_ssh -o ConnectTimeout=10 root@$SERVER_IP true
   }
   : >"$E2E_TMP/t_proxy"; : >"$E2E_TMP/t_open"; : >"$E2E_TMP/t_openproxy"; : >"$E2E_TMP/t_naive"

@@ -374,7 +374,7 @@ namespace {
 cli::ParsedArgs args_of(std::vector<const char*> argv) {
   argv.insert(argv.begin(), "knockclient");
   std::vector<cli::OptionSpec> specs = {{"proxy", true}, {"wait", true}, {"waittime", true}, {"key", true},
-                                        {"remote", true}, {"debug", false}, {"quiet", false}};
+                                        {"remote", true}, {"port", true}, {"debug", false}, {"quiet", false}};
   return cli::parse(static_cast<int>(argv.size()), argv.data(), specs);
 }
 
@@ -387,6 +387,7 @@ TEST(FollowUp, ProxyHostPortBecomesTheRemote) {
   EXPECT_EQ(f->mode, FollowUp::Mode::Proxy);
   EXPECT_EQ(f->port, 22);
   EXPECT_EQ(a.get("remote"), "server.example");
+  EXPECT_EQ(a.get("port"), "22") << "PORT is the knock's PORT field by default";
   EXPECT_TRUE(a.positional.empty());
   EXPECT_EQ(f->retry.deadline, kDefaultWaitTime);
 }
@@ -403,6 +404,17 @@ TEST(FollowUp, WaitAndWaittime) {
   EXPECT_EQ(take_follow_up(b, &root)->retry.deadline, milliseconds(250));
   auto c = args_of({"-wait", "22", "-waittime", "3"});
   EXPECT_EQ(take_follow_up(c, &root)->retry.deadline, milliseconds(3000)) << "the option beats the file";
+  EXPECT_EQ(b.get("port"), "22");
+  const auto with_port = config::parse_string("port = 443\n", "c.conf");
+  auto d = args_of({"-wait", "8443"});
+  take_follow_up(d, &with_port);
+  EXPECT_EQ(d.get("port"), std::nullopt) << "the file's port = is the knock's PORT";
+  auto e = args_of({"-wait", "8443", "-port", "443"});
+  take_follow_up(e, nullptr);
+  EXPECT_EQ(e.get("port"), "443");
+  auto g = args_of({"-wait", "8443"});
+  take_follow_up(g, nullptr);
+  EXPECT_EQ(g.get("port"), "8443");
   auto none = args_of({"-remote", "h"});
   EXPECT_FALSE(take_follow_up(none, &root));
 }

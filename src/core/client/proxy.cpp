@@ -385,6 +385,8 @@ std::optional<FollowUp> take_follow_up(cli::ParsedArgs& args, const config::Valu
     f.mode = FollowUp::Mode::Wait;
     f.port = parse_port(*args.get("wait"), Location{"option -wait", 0});
   }
+  // The knock's PORT field: the port connected to, unless -port or port = says otherwise.
+  if (!args.has("port") && (root == nullptr || !root->scalar("port"))) args.values["port"] = std::to_string(f.port);
   if (auto v = args.get("waittime")) {
     f.retry.deadline = parse_seconds(*v, Location{"option -waittime", 0});
   } else if (root != nullptr) {

@@ -69,8 +69,9 @@ struct FollowUp {
 };
 
 // Takes -proxy HOST PORT (HOST becomes -remote; PORT is the one positional argument, removed),
-// -wait PORT and -waittime SECONDS (or waittime = SECONDS in the config) from `args`. nullopt
-// when neither -proxy nor -wait is given. With -proxy the default log level becomes warnings
+// -wait PORT and -waittime SECONDS (or waittime = SECONDS in the config) from `args`; PORT also
+// becomes -port (the knock's PORT field) unless -port or port = is set. nullopt when neither
+// -proxy nor -wait is given. With -proxy the default log level becomes warnings
 // (ssh shows the command's standard error), unless -debug or -quiet is given. Throws
 // ConfigError.
 std::optional<FollowUp> take_follow_up(cli::ParsedArgs& args, const config::Value* root);
