@@ -219,7 +219,8 @@ Connected connect_when_open(const IpAddress& remote, std::uint16_t port, const R
 
   for (;;) {
     auto now = Clock::now();
-    // Attempts unanswered for too long are dropped before the kernel would retransmit their SYN.
+    // Unanswered attempts expire: those of the fast phase before the kernel would retransmit
+    // their SYN, the later ones after slow_attempt_timeout.
     for (auto& a : live)
       if (now >= a.expires) {
         drop(a.fd);
