@@ -21,6 +21,8 @@ PACKAGES=(
   python3 python3-nacl python3-cryptography
   # the fwknop oracle (tests/oracle/fwknop_client.sh): Debian's real fwknop client, and faketime for its clock
   fwknop-client faketime
+  # ssh through a closed door (tests/e2e/netns_ssh_proxy.sh): Debian's sshd and ssh
+  openssh-server openssh-client
   # the Debian package (tests/e2e/deb_package.sh): build it, lint it, check its unit
   # (systemd-analyze; man-db for the unit's Documentation=man: pages)
   debhelper dpkg-dev lintian systemd man-db

@@ -133,6 +133,27 @@ expect2 "spacipher needs proto = spa" "$K" "${base[@]}" -port 1 -spacipher aes25
 printf 'proto = spa\nknock = PORT\npassphrase = x\n' > "$WORK/bad.conf"
 expect2 "bad.conf:3: passphrase needs salt" "$K" -conf "$WORK/bad.conf" -test -port 1
 
+# -proxy HOST PORT and -wait PORT: usage errors exit 2; a port that stays closed exits 1 with one
+# line after -waittime (127.0.0.1: a free port that nothing listens on); -proxy prints nothing else.
+spak=(-proto spa -keyfile "$WORK/spa.key" -port 22 -knock IP,PORT,FLAG0,CHECKSUM)
+expect2 "give the port after the host: -proxy HOST PORT" "$K" "${spak[@]}" -proxy 127.0.0.1
+expect2 "the port must be a number from 1 to 65535, not '0'" "$K" "${spak[@]}" -proxy 127.0.0.1 0
+expect2 "option -wait: the port must be" "$K" "${spak[@]}" -remote 127.0.0.1 -wait ssh
+expect2 "-proxy sends the knock and connects: it cannot be used with -test" "$K" "${spak[@]}" -proxy 127.0.0.1 22 -test
+expect2 "-wait sends the knock and connects: it cannot be used with -logfile" "$K" "${spak[@]}" -remote 127.0.0.1 \
+  -wait 22 -logfile "$WORK/log"
+expect2 "give either -proxy HOST PORT or -wait PORT, not both" "$K" "${spak[@]}" -proxy 127.0.0.1 22 -wait 22
+expect2 "-waittime needs -proxy HOST PORT or -wait PORT" "$K" "${spak[@]}" -remote 127.0.0.1 -waittime 2
+expect2 "waittime must be seconds" "$K" "${spak[@]}" -remote 127.0.0.1 -wait 22 -waittime 0
+closed=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+rc=0; "$K" "${spak[@]}" -proxy 127.0.0.1 "$closed" -waittime 0.3 </dev/null >"$WORK/out" 2>"$WORK/err" || rc=$?
+[ "$rc" = 1 ] && [ "$(wc -l <"$WORK/err")" = 1 ] && [ ! -s "$WORK/out" ] ||
+  fail "-proxy to a closed port: exit $rc (expected 1 and one line): $(cat "$WORK/err")"
+grep -q "error: still closed after the knock: 127.0.0.1 port [0-9]* accepted no connection within 0.3 s ([0-9]* attempts, the last refused)$" \
+  "$WORK/err" || fail "-proxy to a closed port: $(cat "$WORK/err")"
+rc=0; "$K" "${spak[@]}" -remote 127.0.0.1 -wait "$closed" -waittime 0.3 2>"$WORK/err" || rc=$?
+[ "$rc" = 1 ] && grep -q "error: still closed after the knock" "$WORK/err" || fail "-wait to a closed port: exit $rc: $(cat "$WORK/err")"
+
 # -h and -man.
 "$K" -h > "$WORK/h" || fail "-h exited $?"
 grep -q "^usage: knockclient" "$WORK/h" || fail "-h prints no usage"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `cmake --install` lays out what a package needs: both programs, the three configs under
-# /etc/portknock, both man pages, the systemd unit; the installed programs run, -man prints
-# the installed page, and the installed daemon config passes -check once its key file exists.
+# /etc/portknock, both man pages, the systemd unit, the bash completions; the installed
+# programs run, -man prints the installed page, and the installed daemon config passes -check
+# once its key file exists.
 set -euo pipefail
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -12,7 +13,9 @@ p=${prefix#/}
 for f in $p/sbin/knockdaemon $p/bin/knockclient $p/sbin/knockctl $p/share/man/man1/knockctl.1 etc/portknock/knockdaemon.conf etc/portknock/knockclient.conf \
          etc/portknock/logformats.conf $p/share/man/man1/knockdaemon.1 $p/share/man/man1/knockclient.1 \
          $p/lib/systemd/system/knockdaemon.service $p/lib/tmpfiles.d/portknock.conf \
-         $p/share/doc/portknock/PROTOCOL.md; do
+         $p/share/doc/portknock/PROTOCOL.md \
+         $p/share/bash-completion/completions/knockdaemon $p/share/bash-completion/completions/knockclient \
+         $p/share/bash-completion/completions/knockctl; do
   [ -e "$r/$f" ] || fail "not installed: /$f"
 done
 "$r/$p/sbin/knockdaemon" -man | cmp -s - "$r/$p/share/man/man1/knockdaemon.1" || fail "knockdaemon -man differs from its page"

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "client/proxy.hpp"
 #include "config/tree.hpp"
 #include "util/log.hpp"
 #include "util/files.hpp"
@@ -25,6 +26,7 @@ constexpr const char* kUsage =
     "                   [-spacipher xchacha20poly1305|aes256gcm] [-spaform udp|ports|udpports]\n"
     "                   [-spaport N] [-passphrase TEXT -salt BASE64]\n"
     "                   [-delay MS] [-logfile FILE] [-test] [-debug] [-quiet] [-h] [-man]\n"
+    "                   [-proxy HOST PORT | -wait PORT] [-waittime SECONDS]\n"
     "       knockclient -keygen [FILE]\n"
     "Sends an (encrypted) knock to HOST as connection attempts to ports of the port span, or with\n"
     "-proto spa an authenticated single-packet knock (one UDP datagram to -spaport, default 62202).\n"
@@ -34,6 +36,8 @@ constexpr const char* kUsage =
     "  -logfile  append the knock as iptables LOG lines to FILE instead of sending it\n"
     "  -delay    milliseconds between knock packets (default 10)\n"
     "  -4, -6    resolve HOST to an IPv4 (A) or IPv6 (AAAA) address only\n"
+    "  -proxy    knock HOST, connect to PORT once open, relay stdin/stdout (ssh ProxyCommand)\n"
+    "  -wait     knock, then wait until PORT accepts a connection; -waittime: at most (default 10)\n"
     "Config: -conf FILE, else the first of ~/.knockclient.conf, BIN/knockclient.conf,\n"
     "BIN/etc/knockclient.conf, BIN/../etc/knockclient.conf, /etc/portknock/knockclient.conf.\n"
     "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Full manual: knockclient -man\n";
@@ -43,7 +47,7 @@ const std::vector<std::string> kValueKeys = {"remote", "client", "port", "flag0"
                                              "flag4", "flag5", "flag6", "flag7", "flag8", "flag9", "knock",
                                              "portspan", "encrypt", "key", "keyfile", "cipher", "iv", "proto",
                                              "delay", "logfile", "spacipher", "spaport", "spaform",
-                                             "passphrase", "salt", "spatime", "spanonce"};
+                                             "passphrase", "salt", "spatime", "spanonce", "waittime"};
 const std::vector<std::string> kFlagKeys = {"test", "debug", "quiet"};
 
 std::string hex(std::span<const std::uint8_t> bytes) {
@@ -118,6 +122,8 @@ const std::vector<cli::OptionSpec>& option_specs() {
     s.push_back({"4", false});
     s.push_back({"6", false});
     s.push_back({"keygen", false});
+    s.push_back({"proxy", true});  // -proxy HOST PORT: PORT is taken from the positionals
+    s.push_back({"wait", true});
     s.push_back({"h", false});
     s.push_back({"help", false});
     s.push_back({"man", false});
@@ -361,7 +367,7 @@ int run_spa(const ClientPlan& plan) {
 int run(int argc, const char* const* argv) {
   log::set_program("knockclient");
   try {
-    const auto args = cli::parse(argc, argv, option_specs());
+    auto args = cli::parse(argc, argv, option_specs());
     if (args.has("h") || args.has("help")) {
       std::fputs(kUsage, stdout);
       return kExitOk;
@@ -395,6 +401,7 @@ int run(int argc, const char* const* argv) {
       root = config::parse_file(*conf);
       log::debug("config " + *conf);
     }
+    const auto follow = take_follow_up(args, root ? &*root : nullptr);  // -proxy HOST PORT, -wait PORT
     const auto plan = make_plan(args, root ? &*root : nullptr, [] {
       std::string text;
       char buf[512];
@@ -408,10 +415,12 @@ int run(int argc, const char* const* argv) {
       if (src.flag("quiet")) log::set_level(log::Level::Error);
       else if (src.flag("debug")) log::set_level(log::Level::Debug);
     }
+    if (follow) check_follow_up(*follow, plan);
+    const auto then = [&](int rc) { return rc == kExitOk && follow ? run_follow_up(*follow, plan) : rc; };
     if (plan.key_on_command_line)
       log::warning("a key given with -key is visible to every user in the process list; use -keyfile FILE or -key -");
 
-    if (plan.spa) return run_spa(plan);
+    if (plan.spa) return then(run_spa(plan));
     const codec::KnockCodec codec(plan.codec);
     const auto ports = codec.encode(plan.values);
     if (log::enabled(log::Level::Debug)) {
@@ -438,7 +447,7 @@ int run(int argc, const char* const* argv) {
     log::info("knocked " + *plan.remote_name + " (" + plan.remote->str() + ") with " + std::to_string(ports.size()) +
               (plan.proto == Proto::Tcp ? " TCP SYNs" : " UDP datagrams"));
     log::debug("ports " + line);
-    return kExitOk;
+    return then(kExitOk);
   } catch (const ConfigError& e) {
     log::error(e.what());
     return kExitUsage;
