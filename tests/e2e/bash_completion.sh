@@ -80,7 +80,8 @@ expect "knockdaemon -check "
 say "-- knockctl"
 expect "knockctl " close list metrics reload status
 expect "knockctl l" list
-expect "knockctl -" -json -socket
+expect "knockctl -" -json -socket -timeout
+expect "knockctl metrics -" -json -socket -textfile -timeout
 expect "knockctl --j" --json
 expect "knockctl -json " close list metrics reload status
 expect "knockctl -socket $tmp/be" "$tmp/beta"
@@ -89,7 +90,7 @@ expect "knockctl close " all
 expect "knockctl -json close a" all
 expect "knockctl status "
 expect "knockctl close all "
-expect "knockctl list -" -json -socket
+expect "knockctl list -" -json -socket -timeout
 
 say "-- every option offered is one the program accepts"
 for prog in knockclient knockdaemon; do
