@@ -740,8 +740,13 @@ class Daemon {
       control_ = std::make_unique<ControlServer>(options, [this](std::string_view request) { return control(request); });
       log::info("control socket: " + s.control_socket + " (knockctl)");
     } catch (const std::exception& e) {
-      // The door works without it: only knockctl is missing.
-      log::error(std::string("no control socket, knockctl unavailable: ") + e.what());
+      // The door works without it: only knockctl is missing. A second daemon on the default
+      // path (tests, a second instance) is told so quietly; a configured path that fails is an error.
+      const std::string why = e.what();
+      if (!s.control_socket_set && why.find("another daemon answers") != std::string::npos)
+        log::info("no control socket: another daemon answers on " + s.control_socket + " (set controlsocket)");
+      else
+        log::error("no control socket, knockctl unavailable: " + why);
     }
   }
 

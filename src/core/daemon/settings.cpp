@@ -293,6 +293,7 @@ Settings load_settings(const config::Value& root) {
     s.privsep = *yes;
   }
   if (auto path = root.scalar("controlsocket")) {
+    s.control_socket_set = true;
     if (*path == "none") {
       s.control_socket.clear();
     } else if (path->empty() || path->front() != '/' || path->size() > 100) {

@@ -60,6 +60,7 @@ struct Settings {
   bool privsep = true;
   // knockctl's socket ("": none) and the group that may use it besides root
   std::string control_socket = "/run/portknock/knockdaemon.sock";
+  bool control_socket_set = false;  // named in the config (else the default)
   std::optional<std::string> control_group;
 };
 
