@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# What a command the daemon starts inherits (issue 11): no descriptor beyond 0, 1, 2 (not the
+# What a command the daemon starts inherits (issues 11, 13): only CAP_NET_ADMIN and CAP_NET_RAW
+# (commandcaps: the rest left the bounding set; root's commands get nothing more), no
+# descriptor beyond 0, 1, 2 (not the
 # raw capture socket, not the state cache, the config, the signalfd, nor the netlink socket of
 # an nft template run just before), and a fixed minimal
 # environment instead of the daemon's. A knock from the client namespace runs a template that
@@ -33,7 +35,7 @@ usecache   = yes
   nft = "add table inet pkfs_probe"
 </template>
 <template look>
-  system = "set -- /proc/\$\$/fd/*; echo \$* >$E2E_TMP/fds.tmp; env >$E2E_TMP/env; mv $E2E_TMP/fds.tmp $E2E_TMP/fds"
+  system = "grep ^Cap /proc/\$\$/status >$E2E_TMP/caps; set -- /proc/\$\$/fd/*; echo \$* >$E2E_TMP/fds.tmp; env >$E2E_TMP/env; mv $E2E_TMP/fds.tmp $E2E_TMP/fds"
 </template>
 CONF
 knock_conf "$KEY" >"$E2E_TMP/knockclient.conf"
@@ -56,4 +58,8 @@ grep -qx 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' "$E
 grep -qx 'LANG=C' "$E2E_TMP/env" || fail "no LANG=C: $(cat "$E2E_TMP/env")"
 extra=$(grep -v '^\(PATH\|LANG\|PWD\|SHLVL\|_\|OLDPWD\)=' "$E2E_TMP/env" || true)
 [ -z "$extra" ] || fail "unexpected variables: $extra"
-say "PASS: the command inherits only 0, 1, 2 and PATH, LANG"
+# CAP_NET_ADMIN (12) and CAP_NET_RAW (13): 0x3000, in the bounding set and, as root, effective.
+grep -qx 'CapBnd:[[:space:]]*0000000000003000' "$E2E_TMP/caps" || fail "the command's bounding set: $(cat "$E2E_TMP/caps")"
+grep -qx 'CapEff:[[:space:]]*0000000000003000' "$E2E_TMP/caps" || fail "the command's effective set: $(cat "$E2E_TMP/caps")"
+grep -q "commands run with capabilities bounded to 0000000000003000" "$E2E_TMP/daemon.log" || fail "no commandcaps line"
+say "PASS: the command inherits only 0, 1, 2, PATH and LANG, and CAP_NET_ADMIN and CAP_NET_RAW"

@@ -94,3 +94,21 @@ TEST(Settings, SeveralInterfacesNflogAndListen) {
   EXPECT_EQ(error_line(kKnock + "listen = 198.18.0.1:0\n"), 3);
   EXPECT_EQ(error_line(kKnock + "interface = eth0 eth0\n"), 3);
 }
+
+TEST(Settings, PrivilegeSeparationControlSocketAndCommandCapabilities) {
+  auto s = load(kKnock);
+  EXPECT_TRUE(s.privsep);
+  EXPECT_EQ(s.control_socket, "/run/portknock/knockdaemon.sock");
+  ASSERT_TRUE(s.command_caps);
+  EXPECT_EQ(*s.command_caps, (std::vector<int>{12, 13}));  // CAP_NET_ADMIN, CAP_NET_RAW
+  s = load(kKnock + "privsep = no\ncontrolsocket = none\ncommandcaps = CAP_NET_ADMIN cap_dac_override\n");
+  EXPECT_FALSE(s.privsep);
+  EXPECT_TRUE(s.control_socket.empty());
+  EXPECT_EQ(*s.command_caps, (std::vector<int>{12, 1}));
+  EXPECT_FALSE(load(kKnock + "commandcaps = all\n").command_caps);
+  std::string m;
+  EXPECT_EQ(error_line(kKnock + "commandcaps = CAP_NET_ADMIN CAP_FLY\n", &m), 3);
+  EXPECT_NE(m.find("unknown capability 'CAP_FLY'"), std::string::npos);
+  EXPECT_EQ(error_line(kKnock + "privsep = maybe\n"), 3);
+  EXPECT_EQ(error_line(kKnock + "controlsocket = relative.sock\n"), 3);
+}

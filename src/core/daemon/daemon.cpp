@@ -619,6 +619,12 @@ class Daemon {
     open_sources(true);
     started_at_ = wall_clock();
     open_control();
+    // What the commands may hold, for good: the rest leaves the bounding set now (the daemon's
+    // own capabilities stay; its worker drops everything anyway).
+    if (const auto& keep = current_->settings.command_caps) {
+      limit_command_capabilities(*keep);
+      log::info("commands run with capabilities bounded to " + bounding_set_hex() + " (commandcaps)");
+    }
     privsep_ = current_->settings.privsep;
     if (privsep_) return run_monitor(signal_fd);
     if (const auto& user = current_->settings.user) drop_privileges(*user);

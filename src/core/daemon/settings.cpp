@@ -1,5 +1,7 @@
 #include "daemon/settings.hpp"
 
+#include "daemon/privileges.hpp"
+
 #include "rules/engine.hpp"
 #include "util/log.hpp"
 
@@ -20,7 +22,7 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 37> kKnownKeys = {
+constexpr std::array<std::string_view, 38> kKnownKeys = {
     "runmode",
     "logfile",
     "fileinterval",
@@ -58,6 +60,7 @@ constexpr std::array<std::string_view, 37> kKnownKeys = {
     "observedsource",
     "controlsocket",
     "controlgroup",
+    "commandcaps",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
 
@@ -303,6 +306,11 @@ Settings load_settings(const config::Value& root) {
     }
   }
   s.control_group = root.scalar("controlgroup");
+  if (auto caps = root.scalar("commandcaps")) {
+    std::string why;
+    s.command_caps = parse_capabilities(*caps, &why);
+    if (!why.empty()) throw ConfigError(root.where_of("commandcaps"), why);
+  }
   return s;
 }
 

@@ -58,6 +58,8 @@ struct Settings {
   // `user` (default portknock, else nobody); without it the whole daemon drops to `user`.
   std::optional<std::string> user;
   bool privsep = true;
+  // commandcaps: what the commands may hold (nullopt: all the daemon has)
+  std::optional<std::vector<int>> command_caps = std::vector<int>{12, 13};  // CAP_NET_ADMIN, CAP_NET_RAW
   // knockctl's socket ("": none) and the group that may use it besides root
   std::string control_socket = "/run/portknock/knockdaemon.sock";
   bool control_socket_set = false;  // named in the config (else the default)
