@@ -655,18 +655,7 @@ class Daemon {
       const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
       if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) throw RuntimeError("poll: " + errno_message(errno));
 
-      if (fds[0].revents & POLLIN) {
-        signalfd_siginfo info;
-        while (read(signal_fd, &info, sizeof info) == sizeof info) {
-          if (info.ssi_signo == SIGHUP) {
-            log::info("SIGHUP");
-            reload();
-          } else {
-            log::info(std::string("stopping on ") + (info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"));
-            running = false;
-          }
-        }
-      }
+      if (fds[0].revents & POLLIN) running = take_signals(signal_fd) && running;
       // Every ready source gets one budget: a flooded source cannot starve the others.
       const double before_dispatch = wall_clock();
       bool failed = false;
@@ -728,6 +717,22 @@ class Daemon {
     close(signal_fd);
     log::info("stopped");
     return kExitOk;
+  }
+
+  // SIGHUP reloads; SIGTERM and SIGINT stop (false).
+  bool take_signals(int signal_fd) {
+    bool go_on = true;
+    signalfd_siginfo info;
+    while (read(signal_fd, &info, sizeof info) == sizeof info) {
+      if (info.ssi_signo == SIGHUP) {
+        log::info("SIGHUP");
+        reload();
+      } else {
+        log::info(std::string("stopping on ") + (info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"));
+        go_on = false;
+      }
+    }
+    return go_on;
   }
 
   // ---- knockctl (daemon/control.hpp) ----
@@ -986,18 +991,7 @@ class Daemon {
       const int timeout_ms = static_cast<int>(std::ceil(std::max(0.0, wait) * 1000));
       if (poll(fds.data(), fds.size(), timeout_ms) < 0 && errno != EINTR) throw RuntimeError("poll: " + errno_message(errno));
 
-      if (fds[0].revents & POLLIN) {
-        signalfd_siginfo info;
-        while (read(signal_fd, &info, sizeof info) == sizeof info) {
-          if (info.ssi_signo == SIGHUP) {
-            log::info("SIGHUP");
-            reload();
-          } else {
-            log::info(std::string("stopping on ") + (info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT"));
-            running = false;
-          }
-        }
-      }
+      if (fds[0].revents & POLLIN) running = take_signals(signal_fd) && running;
       if (worker_pid_ >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) serve_worker();
       if (next_source_retry_ != 0 && wall_clock() >= next_source_retry_) {
         open_sources(false);
