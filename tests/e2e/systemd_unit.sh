@@ -69,8 +69,8 @@ first_filter=$(sed -n 's/^SystemCallFilter=//p' "$unit" | head -1)
 [ "$(value NoNewPrivileges)" = yes ] || missing+=("NoNewPrivileges=yes")
 [ "$(value StateDirectory)" = portknock ] && [ "$(value StateDirectoryMode)" = 0700 ] ||
   missing+=("StateDirectory=portknock with StateDirectoryMode=0700")
-[ "$(value RuntimeDirectory)" = portknock ] && [ "$(value RuntimeDirectoryMode)" = 0750 ] ||
-  missing+=("RuntimeDirectory=portknock with RuntimeDirectoryMode=0750")
+[ "$(value RuntimeDirectory)" = portknock ] && [ "$(value RuntimeDirectoryMode)" = 0755 ] ||
+  missing+=("RuntimeDirectory=portknock with RuntimeDirectoryMode=0755")
 rw=$(sed -n 's/^ReadWritePaths=//p' "$unit" | tr ' ' '\n' | sed '/^$/d' | sort -u | tr '\n' ' ')
 [ "$rw" = "-/run/xtables.lock " ] || missing+=("ReadWritePaths=-/run/xtables.lock only (has: ${rw:-nothing})")
 for d in PrivateTmp PrivateDevices PrivateMounts PrivateIPC ProtectKernelTunables ProtectKernelModules \

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "util/error.hpp"
@@ -36,15 +38,49 @@ double mono_now() {
 
 }  // namespace
 
+// Runs `f` with the file system gid `gid` (when set): what it creates is born in that group, so
+// nothing is chowned by path afterwards (and no CAP_CHOWN is needed, which the unit does not have).
+namespace {
+template <typename F>
+auto as_group(std::optional<gid_t> gid, F f) {
+  if (!gid) return f();
+  const auto old = static_cast<gid_t>(::setfsgid(*gid));
+  struct Restore {
+    gid_t g;
+    ~Restore() { ::setfsgid(g); }
+  } restore{old};
+  return f();
+}
+
+std::string mode_text(mode_t mode) {
+  char m[8];
+  std::snprintf(m, sizeof m, "%04o", static_cast<unsigned>(mode & 07777));
+  return m;
+}
+}  // namespace
+
 ControlServer::ControlServer(Options options, Handler handler)
     : options_(std::move(options)), handler_(std::move(handler)) {
   const sockaddr_un addr = address_of(options_.path);
   const std::size_t slash = options_.path.rfind('/');
-  if (slash != std::string::npos && slash > 0) {
-    const std::string dir = options_.path.substr(0, slash);
-    if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST)
-      throw RuntimeError("control socket: cannot make " + dir + ": " + errno_message(errno));
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : options_.path.substr(0, slash);
+  if (dir != "/" && dir != ".") {
+    int e = 0;
+    as_group(options_.group, [&] { e = ::mkdir(dir.c_str(), 0750) == 0 ? 0 : errno; });
+    if (e != 0 && e != EEXIST) throw RuntimeError("control socket: cannot make " + dir + ": " + errno_message(e));
   }
+  // The folder must be root's and writable by nobody else (unless sticky, as /tmp): another
+  // user who can write there could swap the socket between the steps below.
+  struct stat ds {};
+  if (::stat(dir.c_str(), &ds) != 0) throw RuntimeError("control socket: " + dir + ": " + errno_message(errno));
+  if (!S_ISDIR(ds.st_mode) || ds.st_uid != ::geteuid() ||
+      ((ds.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (ds.st_mode & S_ISVTX) == 0))
+    throw RuntimeError("control socket: " + dir + " must be a folder of the daemon's user (" +
+                       std::to_string(::geteuid()) + ") that no one else may write (mode " + mode_text(ds.st_mode) + ", owner " + std::to_string(ds.st_uid) + ")");
+  if (options_.group && (ds.st_mode & S_IXOTH) == 0 && !(ds.st_gid == *options_.group && (ds.st_mode & S_IXGRP) != 0))
+    log::warning("control socket: the controlgroup cannot reach it: " + dir +
+                 " (mode " + mode_text(ds.st_mode) + ") lets only its owner and group " + std::to_string(ds.st_gid) +
+                 " in (give the folder that group, or mode 0755; the socket itself stays 0660)");
   struct stat st {};
   if (::lstat(options_.path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) throw RuntimeError("control socket: " + options_.path + " exists and is not a socket");
@@ -59,21 +95,21 @@ ControlServer::ControlServer(Options options, Handler handler)
   }
   listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (listen_fd_ < 0) throw RuntimeError("control socket: socket: " + errno_message(errno));
-  const mode_t old = ::umask(0177);  // born 0600: nobody else in between bind and chmod
-  const int bound = ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  // Born root:GROUP 0660 (root:root 0600 without a group): no chown or chmod by path after.
+  const mode_t old = ::umask(options_.group ? 0117 : 0177);
+  int bind_errno = 0;
+  as_group(options_.group, [&] {
+    bind_errno = ::bind(listen_fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0 ? 0 : errno;
+  });
   ::umask(old);
-  if (bound != 0) {
-    const int e = errno;
+  if (bind_errno != 0) {
     ::close(listen_fd_);
-    throw RuntimeError("control socket: bind " + options_.path + ": " + errno_message(e));
+    throw RuntimeError("control socket: bind " + options_.path + ": " + errno_message(bind_errno));
   }
-  if (options_.group) {
-    if (::chown(options_.path.c_str(), 0, *options_.group) != 0 || ::chmod(options_.path.c_str(), 0660) != 0) {
-      const int e = errno;
-      ::close(listen_fd_);
-      ::unlink(options_.path.c_str());
-      throw RuntimeError("control socket: cannot give " + options_.path + " to its group: " + errno_message(e));
-    }
+  if (options_.group && (::lstat(options_.path.c_str(), &st) != 0 || st.st_gid != *options_.group)) {
+    ::close(listen_fd_);
+    ::unlink(options_.path.c_str());
+    throw RuntimeError("control socket: cannot give " + options_.path + " to its group (setfsgid needs CAP_SETGID)");
   }
   if (::listen(listen_fd_, 16) != 0) {
     const int e = errno;

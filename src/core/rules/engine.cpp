@@ -516,6 +516,10 @@ bool Engine::handle(const KnockEvent& event) noexcept {
       return refuse(who, "the knock carries no address (0.0.0.0 or ::), asking for the one it came from; "
                          "only observedsource = yes allows that");
     if (observed) who += " (observed source)";
+    // Two addresses: a condition that checks one (IP eq LOGIP || IP6 eq LOGIP) would let the
+    // other one through to the templates of its family unchecked. knockclient never sends both.
+    if (values.has(codec::Field::Ip) && values.has(codec::Field::Ip6))
+      return refuse(who, "the knock carries both an IPv4 (IP) and an IPv6 (IP6) address; one of them must be zeros");
     const long long family = vars[Var::Family].iv();
     // Checked by the daemon before it gets here (and counted there); again here, for safety.
     if (replayed(event)) return refuse(who, "a replay of an accepted knock");
