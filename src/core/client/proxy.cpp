@@ -1,6 +1,7 @@
 #include "client/proxy.hpp"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -141,23 +142,6 @@ milliseconds parse_seconds(const std::string& text, const Location& where) {
   return milliseconds(ms);
 }
 
-// O_NONBLOCK on a descriptor for the relay; the old flags come back at the end.
-class NonBlocking {
- public:
-  explicit NonBlocking(int fd) : fd_(fd), flags_(::fcntl(fd, F_GETFL)) {
-    if (flags_ >= 0 && (flags_ & O_NONBLOCK) == 0) ::fcntl(fd_, F_SETFL, flags_ | O_NONBLOCK);
-  }
-  ~NonBlocking() {
-    if (flags_ >= 0 && (flags_ & O_NONBLOCK) == 0) ::fcntl(fd_, F_SETFL, flags_);
-  }
-  NonBlocking(const NonBlocking&) = delete;
-  NonBlocking& operator=(const NonBlocking&) = delete;
-
- private:
-  int fd_;
-  int flags_;
-};
-
 class IgnoreSigpipe {
  public:
   IgnoreSigpipe() {
@@ -287,8 +271,10 @@ Connected connect_when_open(const IpAddress& remote, std::uint16_t port, const R
 
 int relay(int sock, int in_fd, int out_fd) {
   const IgnoreSigpipe no_sigpipe;
-  const NonBlocking in_nb(in_fd);
-  const NonBlocking out_nb(out_fd);
+  // Standard input and output stay as they are (blocking): they are shared with the shell that
+  // started us, which must not find its terminal non-blocking after a ^C. poll() says when each
+  // is ready; a read then returns what is there, and a write of at most PIPE_BUF to a pipe
+  // poll() calls writable does not block.
   auto up = std::make_unique<Pending>();    // in_fd -> socket
   auto down = std::make_unique<Pending>();  // socket -> out_fd
   bool in_open = true;
@@ -347,7 +333,7 @@ int relay(int sock, int in_fd, int out_fd) {
       }
     }
     if (fds[2].revents != 0) {
-      const ssize_t n = ::write(out_fd, down->data.data() + down->off, down->len);
+      const ssize_t n = ::write(out_fd, down->data.data() + down->off, std::min<std::size_t>(down->len, PIPE_BUF));
       if (n >= 0) {
         down->consumed(static_cast<std::size_t>(n));
       } else if (!would_block(errno)) {

@@ -148,9 +148,15 @@ bool ControlServer::allowed(const ucred& peer) const {
   if (peer.gid == *options_.group) return true;
   const passwd* pw = ::getpwuid(peer.uid);
   if (pw == nullptr) return false;
+  // Every group of the user (getgrouplist says how many when the room is short; NGROUPS_MAX
+  // is the kernel's bound).
   int count = 64;
   std::vector<gid_t> groups(static_cast<std::size_t>(count));
-  if (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0) return false;
+  if (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0) {
+    if (count <= 64 || count > 65536) return false;
+    groups.resize(static_cast<std::size_t>(count));
+    if (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0) return false;
+  }
   return std::find(groups.begin(), groups.begin() + count, *options_.group) != groups.begin() + count;
 }
 
