@@ -68,8 +68,8 @@ TEST(StateCache, RoundTrip) {
       {1709633100.25, "/sbin/iptables -D INPUT -s 198.18.0.1", "action close, template t", false, 7},
       {1709633200, "delete element inet pk allowed { 198.18.0.1 . 22 }", "action close, template n", true, 9}};
   // Who a close is for (knockctl list): address, client, time of the knock; also without a client.
-  pending.push_back({1709633300, "/bin/true", "action close, template t", false, 11, 0, "2001:db8::5", "alice b", 1709633000.5});
-  pending.push_back({1709633400, "/bin/true", "action close, template t", false, 12, 0, "198.18.0.9", "", 1709633100});
+  pending.push_back({1709633300, "/bin/true", "action close, template t", false, 11, 0, "2001:db8::5", "2001:db8::6", "alice b", 1709633000.5});
+  pending.push_back({1709633400, "/bin/true", "action close, template t", false, 12, 0, "198.18.0.9", "198.18.0.9", "", 1709633100});
   ASSERT_EQ(save_cache(path, st, pending), std::nullopt);
   struct stat s {};
   ASSERT_EQ(stat(path.c_str(), &s), 0);

@@ -816,7 +816,7 @@ class Daemon {
         who = address->str();
       }
       const std::size_t n = current_->engine->run_now(
-          [&](const rules::PendingCommand& p) { return who.empty() || p.who == who; });
+          [&](const rules::PendingCommand& p) { return who.empty() || p.target == who || p.who == who; });
       const std::string target = who.empty() ? "every address" : who;
       log::info("knockctl close " + target + ": " + std::to_string(n) + " pending responses run now");
       if (json) return "{\"closed\": " + std::to_string(n) + ", \"address\": " + config::json_string(target) + "}\n";
@@ -879,7 +879,8 @@ class Daemon {
     bool first = true;
     for (const auto& p : pending) {
       if (json) {
-        out += std::string(first ? "" : ", ") + "{\"address\": " + config::json_string(p.who) +
+        out += std::string(first ? "" : ", ") + "{\"address\": " + config::json_string(p.target) +
+               ", \"from\": " + config::json_string(p.who) +
                ", \"client\": " + config::json_string(p.client) +
                ", \"knocked\": " + std::to_string(static_cast<std::int64_t>(p.knocked)) +
                ", \"due\": " + std::to_string(static_cast<std::int64_t>(p.due)) +
@@ -887,7 +888,8 @@ class Daemon {
                ", \"nft\": " + (p.nft ? "true" : "false") + "}";
       } else {
         char line[512];
-        std::snprintf(line, sizeof line, "%-22s %-12s %-20s %-20s %s: %s\n", p.who.empty() ? "?" : p.who.c_str(),
+        const std::string address = p.target.empty() ? "?" : p.target == p.who ? p.target : p.target + " (from " + p.who + ")";
+        std::snprintf(line, sizeof line, "%-22s %-12s %-20s %-20s %s: %s\n", address.c_str(),
                       p.client.empty() ? "-" : p.client.c_str(), p.knocked > 0 ? format_wall(p.knocked).c_str() : "?",
                       format_wall(p.due).c_str(), p.origin.c_str(), p.command.substr(0, 200).c_str());
         out += line;

@@ -15,6 +15,18 @@
 namespace knock::rules {
 
 namespace {
+
+// The address a knock's door opens for: IP6, else IP, when the knock carries a non-zero one,
+// else where it came from (knockctl list and close).
+std::string door_address(const KnockEvent& event) {
+  if (event.values.ip6) {
+    bool zero = true;
+    for (auto b : *event.values.ip6) zero = zero && b == 0;
+    if (!zero) return IpAddress::v6_bytes(event.values.ip6->data()).str();
+  }
+  if (auto ip = event.values.get(codec::Field::Ip); ip && *ip != 0) return IpAddress::v4(*ip).str();
+  return event.logip.str();
+}
 bool word_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
 }
@@ -567,10 +579,10 @@ bool Engine::handle(const KnockEvent& event) noexcept {
           if (action.delay > 0) {
             if (options_.test_mode)
               out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
-            else
-              {
+            else {
               PendingCommand p{event.time + action.delay, *cmd, origin, step.is_nft, 0};
               p.who = event.logip.str();
+              p.target = door_address(event);
               p.client = std::string(event.extras.client);
               p.knocked = event.time;
               later.push_back({std::move(p), mono + action.delay});

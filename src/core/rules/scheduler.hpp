@@ -24,10 +24,12 @@ struct PendingCommand {
   bool nft = false;     // an nftables command run in process (template key nft), not a shell one
   std::uint64_t id = 0; // unique within the table and its cache (0: not yet assigned)
   int attempts = 0;     // runs that failed so far (in memory only: a restart starts again)
-  // Who it is for (knockctl list, close ADDRESS): the knock's source address, its client or
+  // Who it is for (knockctl list, close ADDRESS): the knock's source address, the address its
+  // door opened for (`target`), its client or
   // stanza name ("" for the original format), and when the knock came (wall clock). Empty
   // `who`: unknown (a cache written before these were recorded).
   std::string who{};
+  std::string target{};  // the address the door opened for (IP6, else IP, else who)
   std::string client{};
   double knocked = 0;
   bool operator==(const PendingCommand&) const = default;

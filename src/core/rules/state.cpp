@@ -312,10 +312,13 @@ std::string state_record(const std::vector<std::string>& keys, const Scalar& val
 std::string pending_record(const PendingCommand& p) {
   std::string out = std::string(p.nft ? "N " : "P ") + std::to_string(p.id) + " " + format_time(p.due) + " " +
                     escape(p.origin) + " " + escape(p.command);
-  // Who it is for, when known: WHO CLIENT KNOCKED (CLIENT "-" for none).
-  if (!p.who.empty())
+  // Who it is for, when known: WHO CLIENT KNOCKED (CLIENT "-" for none), and TARGET when
+  // the door opened for another address than WHO.
+  if (!p.who.empty()) {
     out += " " + escape(p.who) + " " + (p.client.empty() ? std::string("-") : escape(p.client)) + " " +
            format_time(p.knocked);
+    if (!p.target.empty() && p.target != p.who) out += " " + escape(p.target);
+  }
   out += '\n';
   return out;
 }
@@ -482,9 +485,10 @@ bool apply_record(const std::vector<std::string_view>& f, int version, CacheCont
     return true;
   }
   if (f[0] == "P" || f[0] == "N") {
-    // format 2: P ID DUE ORIGIN COMMAND [WHO CLIENT KNOCKED]
+    // format 2: P ID DUE ORIGIN COMMAND [WHO CLIENT KNOCKED [TARGET]]
     const std::size_t skip = version >= 2 ? 1 : 0;
-    const bool with_who = skip != 0 && f.size() == 7 + skip;
+    const bool with_target = skip != 0 && f.size() == 8 + skip;
+    const bool with_who = skip != 0 && (f.size() == 7 + skip || with_target);
     if (f.size() != 4 + skip && !with_who) return bad("bad pending record");
     std::uint64_t id = 0;
     if (skip != 0) {
@@ -505,6 +509,12 @@ bool apply_record(const std::vector<std::string_view>& f, int version, CacheCont
       p.who = std::move(*who);
       p.client = std::move(*client);
       p.knocked = numify(f[7]);
+      p.target = p.who;
+      if (with_target) {
+        auto target = unescape(f[8]);
+        if (!target || target->empty()) return bad("bad pending record");
+        p.target = std::move(*target);
+      }
     }
     out.pending.push_back(std::move(p));
     return true;
