@@ -490,6 +490,70 @@ bool Engine::refuse(const std::string& who, const std::string& why) noexcept {
   return false;
 }
 
+std::optional<std::string> Engine::plan_knock(const KnockEvent& event, const Vars& vars, long long family,
+                                              OverlayState& staged, Plan& plan, std::ostream& out) const {
+  const double mono = clock_->mono();
+  std::vector<Command>& now = plan.now;
+  auto& later = plan.later;
+  std::vector<std::string>& done = plan.done;
+  for (const Action& action : actions_) {
+    if (!action.use) continue;
+    EvalResult cond = action.condition.evaluate(vars, &staged);
+    if (!cond.ok) {
+      if (options_.test_mode) {
+        out << "action " << action.name << ": condition: " << cond.error << '\n';
+        continue;
+      }
+      return std::optional<std::string>("action " + action.name + " (" + action.where.str() + "): condition: " + cond.error);
+    }
+    if (!cond.value.truthy()) continue;
+    for (std::size_t ti : action.templates) {
+      const Template& t = templates_[ti];
+      const std::string origin = "action " + action.name + ", template " + t.name;
+      for (const Step& step : t.steps) {
+        if (step.family != 0 && step.family != family) continue;
+        if (!step.is_system) {
+          if (options_.test_mode) {
+            out << "would set: " << step.state->render(vars) << '\n';
+            continue;
+          }
+          EvalResult r = step.state->evaluate(vars, &staged);
+          if (!r.ok) return std::optional<std::string>(origin + ": state: " + r.error);
+          continue;
+        }
+        std::string why;
+        auto cmd = substitute(step.system, vars, staged, &why);
+        if (!cmd) {
+          if (options_.test_mode) {
+            out << "would refuse the knock: " << origin << ": " << why << '\n';
+            continue;
+          }
+          return std::optional<std::string>(origin + ": command refused: " + why);
+        }
+        const char* kind = step.is_nft ? "nft " : "";
+        if (action.delay > 0) {
+          if (options_.test_mode)
+            out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
+          else
+            {
+            PendingCommand p{event.time + action.delay, *cmd, origin, step.is_nft, 0};
+            p.who = event.logip.str();
+            p.client = std::string(event.extras.client);
+            p.knocked = event.time;
+            later.push_back({std::move(p), mono + action.delay});
+          }
+        } else if (options_.test_mode) {
+          out << "would run: " << kind << *cmd << '\n';
+        } else {
+          now.push_back({*cmd, origin, step.is_nft, 0});
+        }
+      }
+    }
+    done.push_back(action.name);
+  }
+  return std::nullopt;
+}
+
 bool Engine::handle(const KnockEvent& event) noexcept {
   std::string who;
   try {
@@ -519,67 +583,13 @@ bool Engine::handle(const KnockEvent& event) noexcept {
     const long long family = vars[Var::Family].iv();
     // Checked by the daemon before it gets here (and counted there); again here, for safety.
     if (replayed(event)) return refuse(who, "a replay of an accepted knock");
-    OverlayState staged(state_);
     std::ostream& out = options_.test_output ? *options_.test_output : std::cout;
-    const double mono = clock_->mono();
-    std::vector<Command> now;
-    std::vector<std::pair<PendingCommand, double>> later;  // with its monotonic due time
-    std::vector<std::string> done;
-    for (const Action& action : actions_) {
-      if (!action.use) continue;
-      EvalResult cond = action.condition.evaluate(vars, &staged);
-      if (!cond.ok) {
-        if (options_.test_mode) {
-          out << "action " << action.name << ": condition: " << cond.error << '\n';
-          continue;
-        }
-        return refuse(who, "action " + action.name + " (" + action.where.str() + "): condition: " + cond.error);
-      }
-      if (!cond.value.truthy()) continue;
-      for (std::size_t ti : action.templates) {
-        const Template& t = templates_[ti];
-        const std::string origin = "action " + action.name + ", template " + t.name;
-        for (const Step& step : t.steps) {
-          if (step.family != 0 && step.family != family) continue;
-          if (!step.is_system) {
-            if (options_.test_mode) {
-              out << "would set: " << step.state->render(vars) << '\n';
-              continue;
-            }
-            EvalResult r = step.state->evaluate(vars, &staged);
-            if (!r.ok) return refuse(who, origin + ": state: " + r.error);
-            continue;
-          }
-          std::string why;
-          auto cmd = substitute(step.system, vars, staged, &why);
-          if (!cmd) {
-            if (options_.test_mode) {
-              out << "would refuse the knock: " << origin << ": " << why << '\n';
-              continue;
-            }
-            return refuse(who, origin + ": command refused: " + why);
-          }
-          const char* kind = step.is_nft ? "nft " : "";
-          if (action.delay > 0) {
-            if (options_.test_mode)
-              out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
-            else
-              {
-              PendingCommand p{event.time + action.delay, *cmd, origin, step.is_nft, 0};
-              p.who = event.logip.str();
-              p.client = std::string(event.extras.client);
-              p.knocked = event.time;
-              later.push_back({std::move(p), mono + action.delay});
-            }
-          } else if (options_.test_mode) {
-            out << "would run: " << kind << *cmd << '\n';
-          } else {
-            now.push_back({*cmd, origin, step.is_nft, 0});
-          }
-        }
-      }
-      done.push_back(action.name);
-    }
+    OverlayState staged(state_);
+    Plan plan;
+    if (auto why = plan_knock(event, vars, family, staged, plan, out)) return refuse(who, *why);
+    std::vector<Command>& now = plan.now;
+    auto& later = plan.later;
+    std::vector<std::string>& done = plan.done;
     if (options_.test_mode) {
       out.flush();
       return true;

@@ -183,6 +183,16 @@ class Engine {
   void add_action(std::string name, const config::Value& body);
   void load_cache_settings(const config::Value& root);
 
+  // What one knock asks for, before any of it happens.
+  struct Plan {
+    std::vector<Command> now;
+    std::vector<std::pair<PendingCommand, double>> later;  // with its monotonic due time
+    std::vector<std::string> done;                         // the actions that matched
+  };
+  // Evaluates every used action for this knock against `staged` (its state changes stay
+  // there); nullopt, or why the knock is refused. In -test, prints what it would do instead.
+  std::optional<std::string> plan_knock(const KnockEvent& event, const Vars& vars, long long family,
+                                        OverlayState& staged, Plan& plan, std::ostream& out) const;
   bool refuse(const std::string& who, const std::string& why) noexcept;
   // Appends to the journal (when usecache); false and logged on failure.
   bool record(const std::string& records) noexcept;
