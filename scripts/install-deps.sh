@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
   # libraries
   libpcap-dev libpcre2-dev libcrypto++-dev libnftables-dev libsodium-dev libnetfilter-log-dev
-  libseccomp-dev libcap-dev
+  libseccomp-dev libcap-dev libhiredis-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # oracles: Perl's Config::General and Crypt::CBC with every cipher module Debian packages
@@ -17,6 +17,8 @@ PACKAGES=(
   libcrypt-twofish-perl
   # network tests and the demo
   iproute2 iptables nftables tcpdump procps socat ulogd2
+  # the shared store of a fleet (tests/e2e/netns_fleet.sh): a real Redis server and its client
+  redis-server redis-tools
   # the SPA oracle (tests/oracle/spa_nacl.py): libsodium's Python bindings, AES-GCM from cryptography
   python3 python3-nacl python3-cryptography
   # the fwknop oracle (tests/oracle/fwknop_client.sh): Debian's real fwknop client, and faketime for its clock

@@ -22,7 +22,7 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 38> kKnownKeys = {
+constexpr std::array<std::string_view, 39> kKnownKeys = {
     "runmode",
     "logfile",
     "fileinterval",
@@ -61,11 +61,13 @@ constexpr std::array<std::string_view, 38> kKnownKeys = {
     "controlsocket",
     "controlgroup",
     "commandcaps",
+    "store",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
 
 bool is_block_key(std::string_view key) {
-  return std::find(kBlocks.begin(), kBlocks.end(), key) != kBlocks.end() || key == "client" || key == "fwknop";
+  return std::find(kBlocks.begin(), kBlocks.end(), key) != kBlocks.end() || key == "client" || key == "fwknop" ||
+         key == "store";
 }
 
 bool known_key(std::string_view key) {

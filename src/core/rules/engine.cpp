@@ -229,6 +229,15 @@ Engine::Engine(const config::Value& root, EngineOptions options)
     if (nft) runner_->prepare_nft();
   }
   load_cache_settings(root);
+  std::optional<StoreSettings> store = parse_store_settings(root);  // checked in -test too
+  if (!options_.test_mode) {
+    if (options_.store != nullptr) {
+      store_ = options_.store;
+    } else if (store) {
+      own_store_ = make_redis_store(std::move(*store));
+      store_ = own_store_.get();
+    }
+  }
 }
 
 Engine::~Engine() = default;
@@ -502,6 +511,70 @@ bool Engine::refuse(const std::string& who, const std::string& why) noexcept {
   return false;
 }
 
+std::optional<std::string> Engine::plan_knock(const KnockEvent& event, const Vars& vars, long long family,
+                                              OverlayState& staged, Plan& plan, std::ostream& out) const {
+  const double mono = clock_->mono();
+  std::vector<Command>& now = plan.now;
+  auto& later = plan.later;
+  std::vector<std::string>& done = plan.done;
+  for (const Action& action : actions_) {
+    if (!action.use) continue;
+    EvalResult cond = action.condition.evaluate(vars, &staged);
+    if (!cond.ok) {
+      if (options_.test_mode) {
+        out << "action " << action.name << ": condition: " << cond.error << '\n';
+        continue;
+      }
+      return std::optional<std::string>("action " + action.name + " (" + action.where.str() + "): condition: " + cond.error);
+    }
+    if (!cond.value.truthy()) continue;
+    for (std::size_t ti : action.templates) {
+      const Template& t = templates_[ti];
+      const std::string origin = "action " + action.name + ", template " + t.name;
+      for (const Step& step : t.steps) {
+        if (step.family != 0 && step.family != family) continue;
+        if (!step.is_system) {
+          if (options_.test_mode) {
+            out << "would set: " << step.state->render(vars) << '\n';
+            continue;
+          }
+          EvalResult r = step.state->evaluate(vars, &staged);
+          if (!r.ok) return std::optional<std::string>(origin + ": state: " + r.error);
+          continue;
+        }
+        std::string why;
+        auto cmd = substitute(step.system, vars, staged, &why);
+        if (!cmd) {
+          if (options_.test_mode) {
+            out << "would refuse the knock: " << origin << ": " << why << '\n';
+            continue;
+          }
+          return std::optional<std::string>(origin + ": command refused: " + why);
+        }
+        const char* kind = step.is_nft ? "nft " : "";
+        if (action.delay > 0) {
+          if (options_.test_mode)
+            out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
+          else {
+            PendingCommand p{event.time + action.delay, *cmd, origin, step.is_nft, 0};
+            p.who = event.logip.str();
+            p.target = door_address(event);
+            p.client = std::string(event.extras.client);
+            p.knocked = event.time;
+            later.push_back({std::move(p), mono + action.delay});
+          }
+        } else if (options_.test_mode) {
+          out << "would run: " << kind << *cmd << '\n';
+        } else {
+          now.push_back({*cmd, origin, step.is_nft, 0});
+        }
+      }
+    }
+    done.push_back(action.name);
+  }
+  return std::nullopt;
+}
+
 bool Engine::handle(const KnockEvent& event) noexcept {
   std::string who;
   try {
@@ -535,109 +608,112 @@ bool Engine::handle(const KnockEvent& event) noexcept {
     const long long family = vars[Var::Family].iv();
     // Checked by the daemon before it gets here (and counted there); again here, for safety.
     if (replayed(event)) return refuse(who, "a replay of an accepted knock");
-    OverlayState staged(state_);
     std::ostream& out = options_.test_output ? *options_.test_output : std::cout;
-    const double mono = clock_->mono();
-    std::vector<Command> now;
-    std::vector<std::pair<PendingCommand, double>> later;  // with its monotonic due time
-    std::vector<std::string> done;
-    for (const Action& action : actions_) {
-      if (!action.use) continue;
-      EvalResult cond = action.condition.evaluate(vars, &staged);
-      if (!cond.ok) {
-        if (options_.test_mode) {
-          out << "action " << action.name << ": condition: " << cond.error << '\n';
-          continue;
-        }
-        return refuse(who, "action " + action.name + " (" + action.where.str() + "): condition: " + cond.error);
+    // With a shared store the state is read from it and the knock committed there first (its
+    // identities claimed, its state changes applied, all or nothing); what follows is local.
+    SharedStore* shared = options_.test_mode ? nullptr : store_;
+    // The store cannot be used: true to go on without it (fallback = local).
+    auto without_store = [&](const std::string& why) {
+      if (!store_->fallback_local()) return false;
+      ++store_fallbacks_;
+      log::warning("knock from " + who + ": the shared store is unavailable (" + why +
+                   "); judged by this gateway alone (fallback = local)");
+      shared = nullptr;
+      return true;
+    };
+    auto refuse_store = [&](const std::string& why) {
+      ++store_refused_;
+      return refuse(who, "the shared store is unavailable (" + why + "); refused (fallback = closed)");
+    };
+    for (int attempt = 1;; ++attempt) {
+      std::string down;
+      if (shared != nullptr && !shared->usable(&down) && !without_store(down)) return refuse_store(down);
+      OverlayState staged(state_, shared);
+      Plan plan;
+      const auto refused = plan_knock(event, vars, family, staged, plan, out);
+      if (shared != nullptr && !staged.remote_error().empty()) {
+        if (!staged.remote_unavailable()) return refuse(who, "shared store: " + staged.remote_error());
+        if (without_store(staged.remote_error())) continue;
+        return refuse_store(staged.remote_error());
       }
-      if (!cond.value.truthy()) continue;
-      for (std::size_t ti : action.templates) {
-        const Template& t = templates_[ti];
-        const std::string origin = "action " + action.name + ", template " + t.name;
-        for (const Step& step : t.steps) {
-          if (step.family != 0 && step.family != family) continue;
-          if (!step.is_system) {
-            if (options_.test_mode) {
-              out << "would set: " << step.state->render(vars) << '\n';
-              continue;
-            }
-            EvalResult r = step.state->evaluate(vars, &staged);
-            if (!r.ok) return refuse(who, origin + ": state: " + r.error);
-            continue;
-          }
-          std::string why;
-          auto cmd = substitute(step.system, vars, staged, &why);
-          if (!cmd) {
-            if (options_.test_mode) {
-              out << "would refuse the knock: " << origin << ": " << why << '\n';
-              continue;
-            }
-            return refuse(who, origin + ": command refused: " + why);
-          }
-          const char* kind = step.is_nft ? "nft " : "";
-          if (action.delay > 0) {
-            if (options_.test_mode)
-              out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
-            else {
-              PendingCommand p{event.time + action.delay, *cmd, origin, step.is_nft, 0};
-              p.who = event.logip.str();
-              p.target = door_address(event);
-              p.client = std::string(event.extras.client);
-              p.knocked = event.time;
-              later.push_back({std::move(p), mono + action.delay});
-            }
-          } else if (options_.test_mode) {
-            out << "would run: " << kind << *cmd << '\n';
-          } else {
-            now.push_back({*cmd, origin, step.is_nft, 0});
-          }
-        }
+      if (refused) return refuse(who, *refused);
+      std::vector<Command>& now = plan.now;
+      auto& later = plan.later;
+      std::vector<std::string>& done = plan.done;
+      if (options_.test_mode) {
+        out.flush();
+        return true;
       }
-      done.push_back(action.name);
-    }
-    if (options_.test_mode) {
-      out.flush();
+      // Everything the knock asks for must fit before any of it happens.
+      if (later.size() > scheduler_.room())
+        return refuse(who, "the table of pending responses is full (maxpending " + std::to_string(scheduler_.capacity()) +
+                               "); a close could not be recorded");
+      if (runner_ != nullptr && now.size() > runner_->room())
+        return refuse(who, "the command queue is full");
+      if (state_.size() + staged.missing_nodes() > state_.limits().max_entries)
+        return refuse(who, "the state is full (" + std::to_string(state_.limits().max_entries) + " keys)");
+      const auto event_s = static_cast<std::int64_t>(event.time);
+      if (shared != nullptr) {
+        StoreCommit commit;
+        for (std::size_t r = 0; r < event.replay_count; ++r) {
+          char text[2 * sizeof(spa::Identity) + 1];
+          sodium_bin2hex(text, sizeof text, event.replay[r].data(), event.replay[r].size());
+          commit.ids.emplace_back(text, 2 * sizeof(spa::Identity));
+        }
+        commit.replay_ms = (std::max<std::int64_t>(event.replay_expiry - event_s, 0) + 1 + kFleetClockSlack) * 1000;
+        for (const auto& [keys, stored] : staged.reads()) commit.reads.emplace_back(keys, stored);
+        for (const auto& [keys, value] : staged.writes()) commit.writes.emplace_back(keys, encode_state_value(value));
+        commit.state_ms = static_cast<std::int64_t>(std::ceil(state_expire_ * 1000));
+        commit.stamp = shared->gateway() + " " + std::to_string(static_cast<std::int64_t>(clock_->wall()));
+        const SharedStore::Result result = shared->commit(commit);
+        if (result.outcome == SharedStore::Outcome::Replay) {
+          ++fleet_replays_;
+          // Remembered here too: the next copy is refused without asking the store.
+          for (std::size_t i = 0; i < event.replay_count; ++i) replay_.insert(event.replay[i], event.replay_expiry, event_s);
+          return refuse(who, "a replay of a knock accepted at gateway " + result.detail.substr(0, result.detail.find(' ')) +
+                                 " (shared store)");
+        }
+        if (result.outcome == SharedStore::Outcome::Conflict) {
+          if (attempt < kStoreAttempts) continue;
+          return refuse(who, "the state it reads was changed by other gateways " + std::to_string(attempt) +
+                                 " times while it was judged (" + result.detail + ")");
+        }
+        if (result.outcome == SharedStore::Outcome::Unavailable) {
+          if (without_store(result.detail)) continue;
+          return refuse_store(result.detail);
+        }
+        if (result.outcome == SharedStore::Outcome::Error) return refuse(who, "shared store: " + result.detail);
+      }
+      // The identity is used up now, even if recording fails below (then the sender knocks anew).
+      // The knock's own time is "now" for the replay cache: the verifier judged the window by it.
+      for (std::size_t i = 0; i < event.replay_count; ++i)
+        if (replay_.insert(event.replay[i], event.replay_expiry, event_s) != spa::ReplayCache::Result::Fresh)
+          return refuse(who, "the replay cache is full of live entries (spareplaycache " +
+                                 std::to_string(replay_.capacity()) + ")");
+      // Recorded before anything runs: once the journal has it, a kill -9 loses nothing.
+      std::string records;
+      for (std::size_t r = 0; r < event.replay_count; ++r) {
+        char text[2 * sizeof(spa::Identity) + 1];
+        sodium_bin2hex(text, sizeof text, event.replay[r].data(), event.replay[r].size());
+        records += replay_record(std::string_view(text, 2 * sizeof(spa::Identity)), event.replay_expiry);
+      }
+      for (const auto& [keys, value] : staged.writes()) records += state_record(keys, value, event.time);
+      for (auto& [p, due_mono] : later) {
+        p.id = scheduler_.next_id();
+        records += pending_record(p);
+      }
+      if (!record(records)) return refuse(who, "the state cache could not record it");
+      state_.set_time(event.time);
+      for (const auto& [keys, value] : staged.writes()) {
+        std::string err;
+        if (!state_.set(keys, value, &err)) log::error("state change after the checks failed: " + err);
+      }
+      for (auto& [p, due_mono] : later) scheduler_.add(std::move(p), due_mono);
+      for (const auto& name : done) log::info("knock from " + who + ": action " + name);
+      if (runner_ != nullptr)
+        for (const auto& c : now) runner_->run(c);
       return true;
     }
-    // Everything the knock asks for must fit before any of it happens.
-    if (later.size() > scheduler_.room())
-      return refuse(who, "the table of pending responses is full (maxpending " + std::to_string(scheduler_.capacity()) +
-                             "); a close could not be recorded");
-    if (runner_ != nullptr && now.size() > runner_->room())
-      return refuse(who, "the command queue is full");
-    if (state_.size() + staged.missing_nodes() > state_.limits().max_entries)
-      return refuse(who, "the state is full (" + std::to_string(state_.limits().max_entries) + " keys)");
-    // The identity is used up now, even if recording fails below (then the sender knocks anew).
-    // The knock's own time is "now" for the replay cache: the verifier judged the window by it.
-    const auto event_s = static_cast<std::int64_t>(event.time);
-    for (std::size_t i = 0; i < event.replay_count; ++i)
-      if (replay_.insert(event.replay[i], event.replay_expiry, event_s) != spa::ReplayCache::Result::Fresh)
-        return refuse(who, "the replay cache is full of live entries (spareplaycache " +
-                               std::to_string(replay_.capacity()) + ")");
-    // Recorded before anything runs: once the journal has it, a kill -9 loses nothing.
-    std::string records;
-    for (std::size_t r = 0; r < event.replay_count; ++r) {
-      char text[2 * sizeof(spa::Identity) + 1];
-      sodium_bin2hex(text, sizeof text, event.replay[r].data(), event.replay[r].size());
-      records += replay_record(std::string_view(text, 2 * sizeof(spa::Identity)), event.replay_expiry);
-    }
-    for (const auto& [keys, value] : staged.writes()) records += state_record(keys, value, event.time);
-    for (auto& [p, due_mono] : later) {
-      p.id = scheduler_.next_id();
-      records += pending_record(p);
-    }
-    if (!record(records)) return refuse(who, "the state cache could not record it");
-    state_.set_time(event.time);
-    for (const auto& [keys, value] : staged.writes()) {
-      std::string err;
-      if (!state_.set(keys, value, &err)) log::error("state change after the checks failed: " + err);
-    }
-    for (auto& [p, due_mono] : later) scheduler_.add(std::move(p), due_mono);
-    for (const auto& name : done) log::info("knock from " + who + ": action " + name);
-    if (runner_ != nullptr)
-      for (const auto& c : now) runner_->run(c);
-    return true;
   } catch (const std::exception& e) {
     return refuse(who.empty() ? std::string("?") : who, std::string("not handled: ") + e.what());
   }
@@ -695,6 +771,7 @@ void Engine::reap() noexcept {
 }
 
 void Engine::tick() noexcept {
+  if (store_ != nullptr) store_->tick();
   const double mono = clock_->mono();
   if (state_expire_ > 0 && mono - last_expire_ >= std::clamp(state_expire_ / 10, 1.0, 60.0)) {
     last_expire_ = mono;
@@ -722,6 +799,7 @@ double Engine::next_tick_in() const {
   if (state_expire_ > 0) in = std::min(in, last_expire_ + std::clamp(state_expire_ / 10, 1.0, 60.0) - mono);
   if (cache_ && cache_->dirty()) in = std::min(in, last_sync_ + sync_interval_ - mono);
   if (cache_ && snapshot_failures_ != 0) in = std::min(in, next_snapshot_try_ - mono);
+  if (store_ != nullptr) in = std::min(in, store_->next_tick_in());
   return std::max(0.0, in);
 }
 

@@ -17,6 +17,7 @@
 #include "rules/runner.hpp"
 #include "rules/scheduler.hpp"
 #include "rules/state.hpp"
+#include "rules/store.hpp"
 #include "util/address.hpp"
 
 namespace knock::rules {
@@ -73,6 +74,9 @@ struct EngineOptions {
   StateLimits state_limits;
   std::size_t max_pending = 10'000;
   std::size_t replay_capacity = spa::kDefaultReplayCapacity;  // spareplaycache
+  // A shared store to use instead of <store redis> (tests; not owned). Null: the engine builds
+  // the one the configuration names, if any (never in -test).
+  SharedStore* store = nullptr;
 };
 
 // "5" (minutes), "0.05", "30s", "5m", "1h", "2d" -> seconds; nullopt when malformed or over
@@ -139,6 +143,17 @@ class Engine {
   }
   const spa::ReplayCache& replay_cache() const { return replay_; }
   std::uint64_t refused_knocks() const { return refused_; }
+  // <store redis>: the store (null without one), knocks refused because it could not be used
+  // (fallback = closed), knocks judged locally because of that (fallback = local), knocks
+  // refused because another gateway had accepted them (doc/FLEET.md).
+  const SharedStore* store() const { return store_; }
+  std::uint64_t store_refusals() const { return store_refused_; }
+  std::uint64_t store_fallbacks() const { return store_fallbacks_; }
+  std::uint64_t fleet_replays() const { return fleet_replays_; }
+  // How often one knock is evaluated again when another gateway changed the state it read.
+  static constexpr int kStoreAttempts = 5;
+  // Added to how long an identity is kept in the store: the gateways' clocks may differ this much.
+  static constexpr std::int64_t kFleetClockSlack = 60;
   bool observed_source() const { return observed_source_; }
 
   std::size_t action_count() const { return actions_.size(); }
@@ -183,6 +198,16 @@ class Engine {
   void add_action(std::string name, const config::Value& body);
   void load_cache_settings(const config::Value& root);
 
+  // What one knock asks for, before any of it happens.
+  struct Plan {
+    std::vector<Command> now;
+    std::vector<std::pair<PendingCommand, double>> later;  // with its monotonic due time
+    std::vector<std::string> done;                         // the actions that matched
+  };
+  // Evaluates every used action for this knock against `staged` (its state changes stay
+  // there); nullopt, or why the knock is refused. In -test, prints what it would do instead.
+  std::optional<std::string> plan_knock(const KnockEvent& event, const Vars& vars, long long family,
+                                        OverlayState& staged, Plan& plan, std::ostream& out) const;
   bool refuse(const std::string& who, const std::string& why) noexcept;
   // Appends to the journal (when usecache); false and logged on failure.
   bool record(const std::string& records) noexcept;
@@ -206,6 +231,11 @@ class Engine {
   spa::ReplayCache replay_;
   int snapshot_failures_ = 0;     // consecutive failed snapshots (retried by tick())
   double next_snapshot_try_ = 0;  // monotonic
+  std::unique_ptr<SharedStore> own_store_;
+  SharedStore* store_ = nullptr;
+  std::uint64_t store_refused_ = 0;
+  std::uint64_t store_fallbacks_ = 0;
+  std::uint64_t fleet_replays_ = 0;
   std::unique_ptr<ShellRunner> own_runner_;
   CommandRunner* runner_ = nullptr;
 };

@@ -172,7 +172,27 @@ void StateTree::clear() {
 
 Scalar OverlayState::get(const std::vector<std::string>& keys) const {
   auto it = writes_.find(keys);
-  return it != writes_.end() ? it->second : base_.get(keys);
+  if (it != writes_.end()) return it->second;
+  if (remote_ == nullptr) return base_.get(keys);
+  if (!remote_error_.empty()) return Scalar();  // the knock is refused anyway
+  auto known = reads_.find(keys);
+  if (known == reads_.end()) {
+    std::string error;
+    std::optional<std::string> stored = remote_->read(keys, &error);
+    if (!stored) {
+      remote_error_ = error.empty() ? std::string("the store did not answer") : error;
+      remote_unavailable_ = true;
+      return Scalar();
+    }
+    known = reads_.emplace(keys, std::move(*stored)).first;
+  }
+  if (known->second.empty()) return Scalar();
+  std::optional<Scalar> value = decode_state_value(known->second);
+  if (!value) {
+    remote_error_ = "the store holds a malformed value for a state key";
+    return Scalar();
+  }
+  return *value;
 }
 
 bool OverlayState::set(const std::vector<std::string>& keys, const Scalar& value, std::string* error) {
@@ -296,6 +316,13 @@ std::string format_time(double t) {
   return buf;
 }
 }  // namespace
+
+std::string encode_state_value(const Scalar& value) { return encode_value(value); }
+std::optional<Scalar> decode_state_value(std::string_view stored) {
+  if (stored.size() > 4096) return std::nullopt;
+  return decode_value(stored);
+}
+std::string escape_state_key(std::string_view key) { return escape(key); }
 
 std::string state_record(const std::vector<std::string>& keys, const Scalar& value, double mtime) {
   std::string out = "S " + format_time(mtime) + " " + std::to_string(keys.size());

@@ -73,22 +73,51 @@ class StateTree final : public StateStore {
   double now_ = 0;
 };
 
-// The changes of one knock, staged: reads fall through to the tree, writes stay here (checked
-// against the tree's limits) until the engine commits them all or drops them all (-test, or a
-// knock refused because something could not be recorded).
+// Where an overlay reads what it has not written when the state lives elsewhere (a store that
+// a fleet of gateways shares, rules/store.hpp).
+class StateReader {
+ public:
+  virtual ~StateReader() = default;
+  // The stored form of the value at keys (encode_state_value; "" when there is none), or
+  // nullopt with *error when it cannot be read now (the store is unreachable or too slow).
+  virtual std::optional<std::string> read(const std::vector<std::string>& keys, std::string* error) = 0;
+};
+
+// The changes of one knock, staged: reads fall through to the tree (or to `remote`, each key
+// read once and remembered with the form it had), writes stay here (checked against the tree's
+// limits) until the engine commits them all or drops them all (-test, or a knock refused
+// because something could not be recorded).
 class OverlayState final : public StateStore {
  public:
-  explicit OverlayState(const StateTree& base) : base_(base) {}
+  explicit OverlayState(const StateTree& base, StateReader* remote = nullptr) : base_(base), remote_(remote) {}
   Scalar get(const std::vector<std::string>& keys) const override;
   bool set(const std::vector<std::string>& keys, const Scalar& value, std::string* error) override;
   const std::map<std::vector<std::string>, Scalar>& writes() const { return writes_; }
   // Keys the tree would have to create for these writes (an upper bound).
   std::size_t missing_nodes() const;
+  // With a remote reader: every key read and the stored form it had ("" for none), to check
+  // that nothing changed them before the writes are applied.
+  const std::map<std::vector<std::string>, std::string>& reads() const { return reads_; }
+  // Why a remote read failed ("" when none did); `unavailable`: the store could not be reached
+  // (else it held a value that is not one).
+  const std::string& remote_error() const { return remote_error_; }
+  bool remote_unavailable() const { return remote_unavailable_; }
 
  private:
   const StateTree& base_;
+  StateReader* remote_ = nullptr;
   std::map<std::vector<std::string>, Scalar> writes_;
+  mutable std::map<std::vector<std::string>, std::string> reads_;
+  mutable std::string remote_error_;
+  mutable bool remote_unavailable_ = false;
 };
+
+// A state value's stored form (as in the cache's S records: u, i42, n0.5, sTEXT with %XX
+// escapes), and back (nullopt when malformed).
+std::string encode_state_value(const Scalar& value);
+std::optional<Scalar> decode_state_value(std::string_view stored);
+// One key of a state path as the cache writes it: %XX for blanks, controls, non-ASCII and '%'.
+std::string escape_state_key(std::string_view key);
 
 // ---- the cache file (format in doc/RULES.md) ----
 

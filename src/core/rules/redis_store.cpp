@@ -1,0 +1,389 @@
+// The Redis client of <store redis>: hiredis encodes the requests and parses the replies; the
+// socket is our own (close-on-exec, non-blocking, MSG_NOSIGNAL), so that every request has a hard
+// deadline and a server that went away neither blocks the loop nor raises SIGPIPE.
+#include <fcntl.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+#include "rules/store.hpp"
+#include "util/log.hpp"
+
+namespace knock::rules {
+
+namespace {
+
+double mono_now() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+struct Reply {
+  int type = 0;  // REDIS_REPLY_*
+  std::string str;
+  long long integer = 0;
+  std::vector<Reply> elements;
+};
+
+Reply convert(const redisReply* r) {
+  Reply out;
+  out.type = r->type;
+  out.integer = r->integer;
+  if (r->str != nullptr) out.str.assign(r->str, r->len);
+  for (std::size_t i = 0; i < r->elements && i < 64; ++i) out.elements.push_back(convert(r->element[i]));
+  return out;
+}
+
+constexpr std::size_t kMaxReplyBytes = 1 << 20;  // our replies are a few bytes; a bound all the same
+
+class RedisStore final : public SharedStore {
+ public:
+  explicit RedisStore(StoreSettings s) : s_(std::move(s)), name_(s_.address()) {}
+  ~RedisStore() override { disconnect(); }
+  RedisStore(const RedisStore&) = delete;
+  RedisStore& operator=(const RedisStore&) = delete;
+
+  std::optional<std::string> read(const std::vector<std::string>& keys, std::string* error) override {
+    std::vector<Reply> replies;
+    if (!request({{"GET", redis_state_key(s_.prefix, keys)}}, replies, error)) return std::nullopt;
+    const Reply& r = replies.front();
+    if (r.type == REDIS_REPLY_NIL) return std::string();
+    if (r.type == REDIS_REPLY_STRING) {
+      if (r.str.empty()) {  // never written by us: a value is at least one character
+        if (error != nullptr) *error = name_ + ": an empty value at a state key";
+        return std::nullopt;
+      }
+      return r.str;
+    }
+    if (error != nullptr) *error = name_ + ": GET answered " + describe_reply(r);
+    return std::nullopt;
+  }
+
+  Result commit(const StoreCommit& c) override {
+    std::vector<std::string> args = redis_commit_args(s_.prefix, c);
+    std::vector<std::string> cmd;
+    cmd.reserve(args.size() + 2);
+    cmd.push_back("EVALSHA");
+    cmd.push_back(sha_);
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    std::vector<Reply> replies;
+    std::string error;
+    if (!request({cmd}, replies, &error)) return {Outcome::Unavailable, error};
+    if (replies.front().type == REDIS_REPLY_ERROR && replies.front().str.rfind("NOSCRIPT", 0) == 0) {
+      // The server restarted or its scripts were flushed: send the script itself (it is cached again).
+      cmd[0] = "EVAL";
+      cmd[1] = std::string(kRedisCommitScript);
+      replies.clear();
+      if (!request({cmd}, replies, &error)) return {Outcome::Unavailable, error};
+    }
+    const Reply& r = replies.front();
+    if (r.type == REDIS_REPLY_ERROR) return {Outcome::Error, name_ + ": " + r.str.substr(0, 200)};
+    if (r.type != REDIS_REPLY_ARRAY || r.elements.size() != 2 || r.elements[0].type != REDIS_REPLY_INTEGER)
+      return {Outcome::Error, name_ + ": the commit script answered " + describe_reply(r)};
+    std::string detail = r.elements[1].str.substr(0, 200);
+    switch (r.elements[0].integer) {
+      case 0: return {Outcome::Ok, {}};
+      case 1: return {Outcome::Replay, detail};
+      case 2: return {Outcome::Conflict, detail};
+      default: return {Outcome::Error, name_ + ": the commit script answered " + describe_reply(r)};
+    }
+  }
+
+  bool usable(std::string* why) override {
+    if (fd_ >= 0) return true;
+    if (mono_now() < next_try_) {
+      if (why != nullptr) *why = name_ + " unreachable (" + last_error_ + "); next attempt in " +
+                                 std::to_string(static_cast<int>(std::ceil((next_try_ - mono_now()) * 1000))) + " ms";
+      return false;
+    }
+    std::string error;
+    if (connect(&error)) return true;
+    if (why != nullptr) *why = error;
+    return false;
+  }
+
+  void tick() override {
+    if (fd_ < 0 && mono_now() >= next_try_) {
+      std::string error;
+      connect(&error);
+    }
+  }
+
+  double next_tick_in() const override {
+    if (fd_ >= 0) return 3600;
+    return std::max(0.0, next_try_ - mono_now());
+  }
+
+  std::string describe() const override { return name_; }
+  bool fallback_local() const override { return s_.fallback_local; }
+  const std::string& gateway() const override { return s_.name; }
+
+ private:
+  static std::string describe_reply(const Reply& r) {
+    switch (r.type) {
+      case REDIS_REPLY_ERROR: return "an error: " + r.str.substr(0, 200);
+      case REDIS_REPLY_STRING: return "a string";
+      case REDIS_REPLY_INTEGER: return "an integer";
+      case REDIS_REPLY_ARRAY: return "an array of " + std::to_string(r.elements.size());
+      case REDIS_REPLY_NIL: return "nil";
+      case REDIS_REPLY_STATUS: return "status " + r.str.substr(0, 200);
+      default: return "reply type " + std::to_string(r.type);
+    }
+  }
+
+  void disconnect() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    if (reader_ != nullptr) redisReaderFree(reader_);
+    reader_ = nullptr;
+  }
+
+  // Marks the store down: the connection is dropped (a late answer must never be taken for the
+  // next request's) and the next attempt backs off.
+  void down(const std::string& why) {
+    disconnect();
+    last_error_ = why;
+    backoff_ = backoff_ == 0 ? 0.1 : std::min(5.0, backoff_ * 2);
+    next_try_ = mono_now() + backoff_;
+    if (!reported_down_) log::error(name_ + ": " + why + "; knocks that need the store are " +
+                                    (s_.fallback_local ? "judged by this gateway alone" : "refused") + " until it is back");
+    reported_down_ = true;
+  }
+
+  bool wait(short events, double deadline, std::string* error) {
+    for (;;) {
+      const double left = deadline - mono_now();
+      if (left <= 0) {
+        *error = "no answer within " + std::to_string(s_.timeout_ms) + " ms";
+        return false;
+      }
+      pollfd p{fd_, events, 0};
+      const int n = ::poll(&p, 1, std::max(1, static_cast<int>(std::ceil(left * 1000))));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        *error = std::string("poll: ") + std::strerror(errno);
+        return false;
+      }
+      if (n > 0) return true;
+    }
+  }
+
+  // Sends the commands and reads one reply each, all before the deadline (timeout from now).
+  bool exchange(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error) {
+    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
+    std::string wire;
+    for (const auto& cmd : cmds) {
+      std::vector<const char*> argv;
+      std::vector<size_t> lens;
+      for (const auto& a : cmd) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      char* text = nullptr;
+      const long long n = redisFormatCommandArgv(&text, static_cast<int>(argv.size()), argv.data(), lens.data());
+      if (n < 0 || text == nullptr) {
+        *error = "cannot format a request";
+        return false;
+      }
+      wire.append(text, static_cast<std::size_t>(n));
+      redisFreeCommand(text);
+    }
+    std::size_t sent = 0;
+    while (sent < wire.size()) {
+      const ssize_t n = ::send(fd_, wire.data() + sent, wire.size() - sent, MSG_NOSIGNAL);
+      if (n > 0) {
+        sent += static_cast<std::size_t>(n);
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (!wait(POLLOUT, deadline, error)) return false;
+        continue;
+      }
+      *error = std::string("send: ") + std::strerror(errno);
+      return false;
+    }
+    std::size_t received = 0;
+    char buf[4096];
+    while (out.size() < cmds.size()) {
+      void* reply = nullptr;
+      if (redisReaderGetReply(reader_, &reply) != REDIS_OK) {
+        *error = std::string("protocol error: ") + reader_->errstr;
+        return false;
+      }
+      if (reply != nullptr) {
+        out.push_back(convert(static_cast<redisReply*>(reply)));
+        freeReplyObject(reply);
+        continue;
+      }
+      if (!wait(POLLIN, deadline, error)) return false;
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+      if (n < 0) {
+        *error = std::string("recv: ") + std::strerror(errno);
+        return false;
+      }
+      if (n == 0) {
+        *error = "the server closed the connection";
+        return false;
+      }
+      received += static_cast<std::size_t>(n);
+      if (received > kMaxReplyBytes) {
+        *error = "a reply longer than 1 MiB";
+        return false;
+      }
+      if (redisReaderFeed(reader_, buf, static_cast<std::size_t>(n)) != REDIS_OK) {
+        *error = "protocol error";
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // One request on the open connection (connecting first when allowed); a connection that
+  // was open before and turns out closed (the server restarted) is reopened once at once.
+  bool request(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error) {
+    std::string why;
+    const bool fresh = fd_ < 0;
+    if (!usable(&why)) {
+      if (error != nullptr) *error = why;
+      return false;
+    }
+    if (exchange(cmds, out, &why)) return true;
+    const bool closed = why.rfind("the server closed", 0) == 0 || why.find("Broken pipe") != std::string::npos ||
+                        why.find("Connection reset") != std::string::npos;
+    if (!fresh && closed) {
+      disconnect();
+      out.clear();
+      if (!connect(error)) return false;  // connect() said why and backs off
+      if (exchange(cmds, out, &why)) return true;
+    }
+    down(why);
+    if (error != nullptr) *error = name_ + ": " + why;
+    return false;
+  }
+
+  bool connect(std::string* error) {
+    disconnect();
+    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
+    std::string why;
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+    int family = AF_UNIX;
+    if (!s_.unix_path.empty()) {
+      auto* un = reinterpret_cast<sockaddr_un*>(&addr);
+      un->sun_family = AF_UNIX;
+      std::memcpy(un->sun_path, s_.unix_path.c_str(), s_.unix_path.size() + 1);
+      len = static_cast<socklen_t>(sizeof(sockaddr_un));
+    } else if (s_.host.find(':') != std::string::npos) {
+      family = AF_INET6;
+      auto* in6 = reinterpret_cast<sockaddr_in6*>(&addr);
+      in6->sin6_family = AF_INET6;
+      in6->sin6_port = htons(static_cast<uint16_t>(s_.port));
+      inet_pton(AF_INET6, s_.host.c_str(), &in6->sin6_addr);
+      len = sizeof(sockaddr_in6);
+    } else {
+      family = AF_INET;
+      auto* in4 = reinterpret_cast<sockaddr_in*>(&addr);
+      in4->sin_family = AF_INET;
+      in4->sin_port = htons(static_cast<uint16_t>(s_.port));
+      inet_pton(AF_INET, s_.host.c_str(), &in4->sin_addr);
+      len = sizeof(sockaddr_in);
+    }
+    fd_ = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd_ < 0) {
+      down(std::string("socket: ") + std::strerror(errno));
+      if (error != nullptr) *error = name_ + ": " + last_error_;
+      return false;
+    }
+    reader_ = redisReaderCreate();
+    if (family != AF_UNIX) {
+      int one = 1;
+      ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    bool ok = true;
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+      if (errno == EINPROGRESS || errno == EAGAIN) {
+        ok = wait(POLLOUT, deadline, &why);
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (ok && (::getsockopt(fd_, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0)) {
+          why = std::string("connect: ") + std::strerror(soerr != 0 ? soerr : errno);
+          ok = false;
+        }
+      } else {
+        why = std::string("connect: ") + std::strerror(errno);
+        ok = false;
+      }
+    }
+    // One round trip: AUTH, SELECT and loading the commit script.
+    std::vector<std::vector<std::string>> hello;
+    if (ok && s_.has_password) {
+      std::string password(reinterpret_cast<const char*>(s_.password.data()), s_.password.size());
+      if (s_.user.empty()) hello.push_back({"AUTH", password});
+      else hello.push_back({"AUTH", s_.user, password});
+      std::fill(password.begin(), password.end(), '\0');
+    }
+    if (ok && s_.database != 0) hello.push_back({"SELECT", std::to_string(s_.database)});
+    if (ok) hello.push_back({"SCRIPT", "LOAD", std::string(kRedisCommitScript)});
+    std::vector<Reply> replies;
+    if (ok) ok = exchange(hello, replies, &why);
+    for (auto& h : hello)
+      for (auto& a : h) std::fill(a.begin(), a.end(), '\0');
+    if (ok) {
+      for (const Reply& r : replies)
+        if (r.type == REDIS_REPLY_ERROR) {
+          why = "the server refused: " + r.str.substr(0, 200);
+          ok = false;
+          break;
+        }
+    }
+    if (ok) {
+      sha_ = replies.back().str;
+      if (sha_.size() != 40) {
+        why = "SCRIPT LOAD answered " + describe_reply(replies.back());
+        ok = false;
+      }
+    }
+    if (!ok) {
+      down(why);
+      if (error != nullptr) *error = name_ + ": " + why;
+      return false;
+    }
+    if (reported_down_) log::info(name_ + ": connected again; the fleet's memory is shared again");
+    else log::info(name_ + ": connected (gateway " + s_.name + ")");
+    reported_down_ = false;
+    backoff_ = 0;
+    return true;
+  }
+
+  StoreSettings s_;
+  std::string name_;
+  int fd_ = -1;
+  redisReader* reader_ = nullptr;
+  std::string sha_;
+  double next_try_ = 0;  // monotonic
+  double backoff_ = 0;
+  std::string last_error_;
+  bool reported_down_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<SharedStore> make_redis_store(StoreSettings settings) {
+  return std::make_unique<RedisStore>(std::move(settings));
+}
+
+}  // namespace knock::rules

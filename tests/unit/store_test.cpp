@@ -1,0 +1,331 @@
+// <store redis> (rules/store.hpp): its settings with FILE:LINE errors, the keys and the commit
+// script's arguments, and the engine's use of a shared store, with an in-memory store that does
+// what the script does (the script itself runs against a real redis-server in
+// tests/e2e/netns_fleet.sh).
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+
+#include "config/tree.hpp"
+#include "rules/engine.hpp"
+#include "rules/store.hpp"
+
+using namespace knock;
+using namespace knock::rules;
+
+namespace {
+
+config::Value conf(const std::string& text) { return config::parse_string(text, "fleet.conf"); }
+
+std::string config_error(const std::string& text) {
+  try {
+    parse_store_settings(conf(text));
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(StoreSettings, AbsentIsNone) { EXPECT_FALSE(parse_store_settings(conf("a = 1\n"))); }
+
+TEST(StoreSettings, UnixSocketAndDefaults) {
+  auto s = parse_store_settings(conf("<store redis>\n  address = /run/redis/redis.sock\n</store>\n"));
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->unix_path, "/run/redis/redis.sock");
+  EXPECT_EQ(s->prefix, "portknock:");
+  EXPECT_EQ(s->timeout_ms, 50);
+  EXPECT_FALSE(s->fallback_local);
+  EXPECT_FALSE(s->has_password);
+  EXPECT_FALSE(s->name.empty());  // the host name
+  EXPECT_EQ(s->address(), "redis /run/redis/redis.sock");
+}
+
+TEST(StoreSettings, TcpAddressesAndOptions) {
+  auto s = parse_store_settings(conf(
+      "<store redis>\n address = 198.18.0.9\n prefix = {site1}:pk:\n timeout = 120ms\n fallback = local\n"
+      " database = 3\n name = gw-a.example\n</store>\n"));
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->host, "198.18.0.9");
+  EXPECT_EQ(s->port, 6379);
+  EXPECT_EQ(s->prefix, "{site1}:pk:");
+  EXPECT_EQ(s->timeout_ms, 120);
+  EXPECT_TRUE(s->fallback_local);
+  EXPECT_EQ(s->database, 3);
+  EXPECT_EQ(s->name, "gw-a.example");
+  auto v6 = parse_store_settings(conf("<store redis>\naddress = [2001:db8::7]:6380\n</store>\n"));
+  ASSERT_TRUE(v6);
+  EXPECT_EQ(v6->host, "2001:db8::7");
+  EXPECT_EQ(v6->port, 6380);
+  EXPECT_EQ(v6->address(), "redis [2001:db8::7]:6380");
+}
+
+TEST(StoreSettings, ErrorsNameFileAndLine) {
+  EXPECT_EQ(config_error("<store redis>\n  timeout = 50\n</store>\n"),
+            "fleet.conf:1: <store redis> needs address = 127.0.0.1:6379 (or a Unix socket path)");
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n colour = red\n</store>\n").find("fleet.conf:3: unknown key 'colour'"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = redis.example:6379\n</store>\n").find("fleet.conf:2: bad address"),
+            std::string::npos);  // host names are not resolved (no DNS in the knock path)
+  EXPECT_NE(config_error("<store redis>\n address = 2001:db8::1\n</store>\n").find("in brackets"), std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1:70000\n</store>\n").find("fleet.conf:2: address: bad port"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n timeout = 0\n</store>\n").find("fleet.conf:3: timeout"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n timeout = 5001\n</store>\n").find("fleet.conf:3: timeout"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n fallback = open\n</store>\n").find("fleet.conf:3: fallback must be"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n user = pk\n</store>\n").find("fleet.conf:3: user needs passwordfile"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n prefix = a b\n</store>\n").find("fleet.conf:3: prefix"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store memcached>\n address = 127.0.0.1\n</store>\n").find("fleet.conf:1: unknown store 'memcached'"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n</store>\n<store other>\n address = 127.0.0.1\n</store>\n")
+                .find("only one <store> block"),
+            std::string::npos);
+  EXPECT_NE(config_error("store = redis\n").find("fleet.conf:1:"), std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n passwordfile = /nonexistent/pw\n</store>\n")
+                .find("fleet.conf:3: passwordfile /nonexistent/pw does not exist"),
+            std::string::npos);
+}
+
+TEST(StoreSettings, PasswordFileLikeAKeyFile) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("pk-store-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string file = dir + "/redis.pass";
+  std::ofstream(file) << "s3cret\n";
+  ::chmod(file.c_str(), 0600);
+  auto s = parse_store_settings(
+      conf("<store redis>\n address = 127.0.0.1\n user = portknock\n passwordfile = " + file + "\n</store>\n"));
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->has_password);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(s->password.data()), s->password.size()), "s3cret");
+  EXPECT_EQ(s->user, "portknock");
+  ::chmod(file.c_str(), 0644);  // every user may read it: refused, as a key file is
+  EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n passwordfile = " + file + "\n</store>\n").find("fleet.conf:3:"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StoreKeys, StateAndReplayKeys) {
+  EXPECT_EQ(redis_state_key("pk:", {"198.18.0.1", "visits", "num"}), "pk:state:198.18.0.1 visits num");
+  // A blank inside a key is escaped, so the space between keys cannot be forged.
+  EXPECT_EQ(redis_state_key("pk:", {"a b", "c"}), "pk:state:a%20b c");
+  EXPECT_NE(redis_state_key("pk:", {"a b"}), redis_state_key("pk:", {"a", "b"}));
+  EXPECT_EQ(redis_state_key("pk:", {""}), "pk:state:%");
+  EXPECT_EQ(redis_replay_key("pk:", "00112233445566778899aabbccddeeff"), "pk:replay:00112233445566778899aabbccddeeff");
+}
+
+TEST(StoreKeys, CommitArguments) {
+  StoreCommit c;
+  c.ids = {"aa", "bb"};
+  c.replay_ms = 90000;
+  c.reads = {{{"198.18.0.1", "n"}, ""}};
+  c.writes = {{{"198.18.0.1", "n"}, "i1"}, {{"last"}, "s198.18.0.1"}};
+  c.state_ms = 3600000;
+  c.stamp = "gwA 1709632800";
+  const std::vector<std::string> want = {"5",
+                                         "p:replay:aa", "p:replay:bb", "p:state:198.18.0.1 n", "p:state:198.18.0.1 n", "p:state:last",
+                                         "2", "1", "2", "90000", "3600000", "gwA 1709632800",
+                                         "", "i1", "s198.18.0.1"};
+  EXPECT_EQ(redis_commit_args("p:", c), want);
+  // The script reads its counts and offsets as documented above.
+  EXPECT_NE(kRedisCommitScript.find("ARGV[6 + i]"), std::string_view::npos);
+  EXPECT_NE(kRedisCommitScript.find("'PX', ARGV[4]"), std::string_view::npos);
+}
+
+// What the commit script does, in memory; `down` makes it unreachable; `before_commit` runs
+// before each commit (another gateway's write in between).
+class MemoryStore final : public SharedStore {
+ public:
+  std::optional<std::string> read(const std::vector<std::string>& keys, std::string* error) override {
+    ++reads;
+    if (down) {
+      *error = "memory store down";
+      return std::nullopt;
+    }
+    auto it = data.find(redis_state_key("pk:", keys));
+    return it == data.end() ? std::string() : it->second;
+  }
+  Result commit(const StoreCommit& c) override {
+    ++commits;
+    if (down) return {Outcome::Unavailable, "memory store down"};
+    if (before_commit) before_commit();
+    for (const auto& id : c.ids)
+      if (auto it = data.find(redis_replay_key("pk:", id)); it != data.end()) return {Outcome::Replay, it->second};
+    for (const auto& [keys, stored] : c.reads) {
+      auto it = data.find(redis_state_key("pk:", keys));
+      if ((it == data.end() ? std::string() : it->second) != stored) return {Outcome::Conflict, redis_state_key("pk:", keys)};
+    }
+    for (const auto& id : c.ids) data[redis_replay_key("pk:", id)] = c.stamp;
+    for (const auto& [keys, stored] : c.writes) data[redis_state_key("pk:", keys)] = stored;
+    last = c;
+    return {Outcome::Ok, {}};
+  }
+  bool usable(std::string* why) override {
+    if (down) *why = "memory store down";
+    return !down;
+  }
+  void tick() override {}
+  double next_tick_in() const override { return 3600; }
+  std::string describe() const override { return "memory"; }
+  bool fallback_local() const override { return fallback; }
+  const std::string& gateway() const override { return name; }
+
+  std::map<std::string, std::string> data;
+  bool down = false;
+  bool fallback = false;
+  std::string name = "gw";
+  std::function<void()> before_commit;
+  int reads = 0, commits = 0;
+  StoreCommit last;
+};
+
+constexpr double kT0 = 1709632800;
+constexpr std::uint32_t kIp = 0xC6120001;  // 198.18.0.1
+
+const char* kTwice = R"C(
+stateexpire = 1h
+<actions>
+  <action open>
+    condition = PORT == 22 && state(IP,visits,num) < 2
+    template  = open
+  </action>
+</actions>
+<template open>
+  state  = state(IP,visits,num)++
+  system = "/bin/true open IP"
+</template>
+)C";
+
+struct Gateway {
+  RecordingRunner runner;
+  ManualClock clock;
+  config::Value root;
+  std::unique_ptr<Engine> engine;
+  Gateway(const char* text, SharedStore* store) {
+    root = conf(text);
+    EngineOptions options;
+    options.runner = &runner;
+    options.clock = &clock;
+    options.store = store;
+    clock.set(kT0);
+    engine = std::make_unique<Engine>(root, options);
+  }
+};
+
+KnockEvent knock(std::uint8_t id_byte = 0, std::uint16_t port = 22) {
+  KnockEvent e;
+  e.values.set(codec::Field::Ip, kIp);
+  e.values.set(codec::Field::Port, port);
+  e.logip = IpAddress::v4(kIp);
+  e.time = kT0;
+  if (id_byte != 0) {
+    spa::Identity id{};
+    id.fill(id_byte);
+    e.add_replay(id);
+    e.replay_expiry = static_cast<std::int64_t>(kT0) + 120;
+  }
+  return e;
+}
+
+TEST(FleetEngine, AKnockAcceptedAtOneGatewayIsAReplayAtTheOther) {
+  MemoryStore store;
+  Gateway a(kTwice, &store), b(kTwice, &store);
+  EXPECT_TRUE(a.engine->handle(knock(7)));
+  ASSERT_EQ(store.last.ids.size(), 1u);
+  EXPECT_EQ(store.last.ids[0], "07070707070707070707070707070707");
+  EXPECT_EQ(store.last.replay_ms, (120 + 1 + Engine::kFleetClockSlack) * 1000);
+  EXPECT_EQ(store.last.state_ms, 3600 * 1000);
+  EXPECT_EQ(store.last.stamp, "gw 1709632800");
+  EXPECT_FALSE(b.engine->handle(knock(7)));
+  EXPECT_TRUE(b.runner.commands.empty());
+  EXPECT_EQ(b.engine->fleet_replays(), 1u);
+  EXPECT_TRUE(b.engine->replayed(knock(7)));  // remembered locally too
+  EXPECT_FALSE(b.engine->state().get({"198.18.0.1", "visits", "num"}).defined());  // nothing applied
+  EXPECT_TRUE(b.engine->handle(knock(8)));  // a fresh knock still opens there
+}
+
+TEST(FleetEngine, TwicePerIpHoldsAcrossGateways) {
+  MemoryStore store;
+  Gateway a(kTwice, &store), b(kTwice, &store), c(kTwice, &store);
+  int opened = 0;
+  for (int i = 0; i < 6; ++i) {
+    Gateway& g = i % 3 == 0 ? a : i % 3 == 1 ? b : c;
+    opened += g.engine->handle(knock()) && !g.runner.commands.empty() ? 1 : 0;
+    g.runner.commands.clear();
+  }
+  EXPECT_EQ(opened, 2);
+  EXPECT_EQ(store.data["pk:state:198.18.0.1 visits num"], "i2");
+}
+
+TEST(FleetEngine, AConcurrentChangeMakesTheKnockJudgedAgain) {
+  MemoryStore store;
+  Gateway a(kTwice, &store);
+  store.data["pk:state:198.18.0.1 visits num"] = "i1";
+  // Another gateway opens for the same address between this one's read and its commit.
+  int injected = 0;
+  store.before_commit = [&] {
+    if (injected++ == 0) store.data["pk:state:198.18.0.1 visits num"] = "i2";
+  };
+  // Judged again with what the other gateway wrote: 2 opens already, no action matches here.
+  EXPECT_TRUE(a.engine->handle(knock()));
+  EXPECT_EQ(store.commits, 2);
+  EXPECT_TRUE(a.runner.commands.empty());
+  EXPECT_EQ(store.data["pk:state:198.18.0.1 visits num"], "i2");
+  // Conflicts without end: refused after kStoreAttempts.
+  store.data["pk:state:198.18.0.1 visits num"] = "i0";
+  store.before_commit = [&] { store.data["pk:state:198.18.0.1 visits num"] = "i0" + std::to_string(store.commits); };
+  store.commits = 0;
+  EXPECT_FALSE(a.engine->handle(knock()));
+  EXPECT_EQ(store.commits, Engine::kStoreAttempts);
+  EXPECT_TRUE(a.runner.commands.empty());
+}
+
+TEST(FleetEngine, StoreDownRefusesByDefault) {
+  MemoryStore store;
+  store.down = true;
+  Gateway a(kTwice, &store);
+  EXPECT_FALSE(a.engine->handle(knock(9)));
+  EXPECT_TRUE(a.runner.commands.empty());
+  EXPECT_EQ(a.engine->store_refusals(), 1u);
+  EXPECT_FALSE(a.engine->replayed(knock(9)));  // not used up: it may be sent again
+  store.down = false;
+  EXPECT_TRUE(a.engine->handle(knock(9)));
+  EXPECT_EQ(a.runner.commands.size(), 1u);
+}
+
+TEST(FleetEngine, StoreDownFallsBackToLocalWhenAsked) {
+  MemoryStore store;
+  store.down = true;
+  store.fallback = true;
+  Gateway a(kTwice, &store);
+  EXPECT_TRUE(a.engine->handle(knock(9)));
+  EXPECT_EQ(a.runner.commands.size(), 1u);
+  EXPECT_EQ(a.engine->store_fallbacks(), 1u);
+  EXPECT_TRUE(a.engine->replayed(knock(9)));  // the local replay cache has it
+  EXPECT_EQ(a.engine->state().get({"198.18.0.1", "visits", "num"}).str(), "1");
+  EXPECT_FALSE(a.engine->handle(knock(9)));  // a replay here is still refused
+}
+
+TEST(FleetEngine, TestModeNeverUsesTheStore) {
+  MemoryStore store;
+  EngineOptions options;
+  options.test_mode = true;
+  options.store = &store;
+  std::ostringstream out;
+  options.test_output = &out;
+  auto root = conf(kTwice);
+  Engine engine(root, options);
+  EXPECT_TRUE(engine.handle(knock(3)));
+  EXPECT_EQ(store.reads + store.commits, 0);
+}
+
+}  // namespace
