@@ -929,6 +929,10 @@ class Daemon {
     line("portknock_knocks_refused_total{kind=\"fwknop\",reason=\"replayed\"}", fwknop_refusals_.replayed);
     line("portknock_knocks_refused_total{kind=\"original\",reason=\"replayed\"}", original_replayed_);
     line("portknock_knocks_refused_total{kind=\"any\",reason=\"rules\"}", engine.refused_knocks());
+    line("portknock_knocks_refused_total{kind=\"any\",reason=\"fleet replay\"}", engine.fleet_replays());
+    line("portknock_knocks_refused_total{kind=\"any\",reason=\"store unavailable\"}", engine.store_refusals());
+    metric("portknock_store_fallbacks_total", "counter", "Knocks judged locally because the shared store was unavailable.");
+    line("portknock_store_fallbacks_total", engine.store_fallbacks());
     metric("portknock_packets_total", "counter", "Packets, NFLOG messages, datagrams or log lines the sources read.");
     line("portknock_packets_total", sources.packets);
     metric("portknock_packets_dropped_total", "counter", "Lost in the kernel's queues before the daemon read them.");
