@@ -176,6 +176,26 @@ TEST(LogFollower, TruncationRestartsAtTheTop) {
   EXPECT_EQ(c.lines, (std::vector<std::string>{"x4", "after"}));
 }
 
+// copytruncate, then the next line written before the follower looked: the file is as long as
+// before, so its size alone does not tell. Its modification time does (an append always grows it).
+TEST(LogFollower, TruncatedAndRefilledToTheSameLengthBeforeALook) {
+  TempDir dir;
+  const std::string log = dir.file("fw.log");
+  rewrite(log, "");
+  LogFollower f(log, fast());
+  Collector c;
+  append(log, "knock7\n");
+  ASSERT_TRUE(until_lines(f, c, 1));
+  rewrite(log, "knock8\n");  // truncated and refilled in place, same length
+  ASSERT_TRUE(until_lines(f, c, 2));
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"knock7", "knock8"}));
+  EXPECT_EQ(f.stats().truncations, 1u);
+  append(log, "knock9\n");  // and an ordinary append after it is read once
+  ASSERT_TRUE(until_lines(f, c, 3));
+  settle(f, c);
+  EXPECT_EQ(c.lines, (std::vector<std::string>{"knock7", "knock8", "knock9"}));
+}
+
 TEST(LogFollower, DeletedThenRecreated) {
   TempDir dir;
   const std::string log = dir.file("fw.log");

@@ -191,9 +191,15 @@ void LogFollower::adopt(int fd, bool at_end) {
 bool LogFollower::read_stream(Stream& s, const LineCallback& callback, std::size_t& budget) {
   if (s.fd < 0) return true;
   struct stat st {};
-  if (fstat(s.fd, &st) == 0 && st.st_size < s.pos) {  // truncated under us
+  const bool known = s.seen_mtime.tv_sec != 0 || s.seen_mtime.tv_nsec != 0;
+  if (fstat(s.fd, &st) == 0 && (st.st_size < s.pos || (st.st_size == s.pos && s.pos > 0 && known &&
+                                                        (st.st_mtim.tv_sec != s.seen_mtime.tv_sec ||
+                                                         st.st_mtim.tv_nsec != s.seen_mtime.tv_nsec)))) {
+    // truncated under us (copytruncate), possibly already written again up to where we were:
+    // an append always makes the file longer, so a newer file of the same length was rewritten
     lseek(s.fd, 0, SEEK_SET);
     s.pos = 0;
+    s.seen_mtime = {};
     s.partial.clear();
     s.skipping = false;
     ++stats_.truncations;
@@ -203,7 +209,15 @@ bool LogFollower::read_stream(Stream& s, const LineCallback& callback, std::size
     const std::size_t want = budget < buffer_.size() ? budget : buffer_.size();
     const ssize_t n = ::read(s.fd, buffer_.data(), want);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return true;  // EOF (or an error: try again at the next check)
+    if (n <= 0) {  // EOF (or an error: try again at the next check)
+      struct stat end {};
+      if (n == 0 && fstat(s.fd, &end) == 0 && end.st_size == s.pos) {
+        s.seen_mtime = end.st_mtim;
+      } else {
+        s.seen_mtime = {};
+      }
+      return true;
+    }
     s.pos += n;
     budget -= static_cast<std::size_t>(n);
     stats_.bytes += static_cast<std::uint64_t>(n);

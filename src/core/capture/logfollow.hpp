@@ -75,6 +75,9 @@ class LogFollower {
     dev_t dev = 0;
     ino_t ino = 0;
     off_t pos = 0;
+    // The modification time when the file was last read to its end (pos == size); {0, 0}: not
+    // known. A file no longer than pos with a newer time was truncated and written again.
+    struct timespec seen_mtime {};
     std::string partial;     // start of a line not yet terminated (<= max_line)
     bool skipping = false;   // discarding up to the next newline
   };
