@@ -32,6 +32,7 @@
 #include "capture/udp_source.hpp"
 #include "config/tree.hpp"
 #include "daemon/control.hpp"
+#include "daemon/detector.hpp"
 #include "daemon/privileges.hpp"
 #include "daemon/privsep.hpp"
 #include "daemon/sandbox.hpp"
@@ -67,73 +68,6 @@ double wall_clock() {
   return duration<double>(system_clock::now().time_since_epoch()).count();
 }
 
-// The decoder the tracker calls with the last L ports of a source; keeps the last result. The
-// ports spell the original's knock, or (proto = spa) the authenticated message.
-struct Decoder {
-  const codec::KnockCodec* codec = nullptr;
-  const spa::Verifier* spa = nullptr;  // proto = spa: the ports carry an SPA message
-  double now = 0;                      // the observation's time (the capture's clock under -pcap)
-  codec::DecodeResult last;
-  spa::Verified last_spa;
-  std::array<std::uint8_t, spa::kMaxMessageBytes> bytes{};
-  std::size_t byte_count = 0;
-  bool operator()(std::span<const std::uint16_t> ports) noexcept {
-    if (spa != nullptr) {
-      byte_count = spa->message_bytes();
-      if (codec::ports_to_bytes(codec->span(), ports, std::span(bytes.data(), byte_count)) != codec::DecodeError::None) {
-        last_spa = spa::Verified{};
-        return false;
-      }
-      last_spa = spa->verify(std::span(bytes.data(), byte_count), static_cast<std::int64_t>(now));
-      return last_spa.ok();
-    }
-    last = codec->decode(ports);
-    if (!last.ok()) return false;
-    byte_count = std::min(codec->wire_bytes(), bytes.size());
-    if (codec->to_bytes(ports, std::span(bytes.data(), byte_count)) != codec::DecodeError::None) byte_count = 0;
-    return true;
-  }
-};
-
-// Refusals of single-packet messages, counted by reason: a flood of them is a few summary
-// lines, never a line each.
-struct Refusals {
-  std::array<std::uint64_t, 32> by_reason{};
-  std::uint64_t replayed = 0;
-  std::uint64_t accepted = 0;
-  std::int64_t earliest = 0;  // most negative clock offset among time refusals
-  std::int64_t latest = 0;    // most positive
-  std::uint64_t reported = 0;  // total at the last summary
-  std::uint64_t total() const {
-    std::uint64_t t = replayed + accepted;
-    for (auto n : by_reason) t += n;
-    return t;
-  }
-  void time_offset(std::int64_t offset) {
-    earliest = std::min(earliest, offset);
-    latest = std::max(latest, offset);
-  }
-  template <typename Reason, typename Name>
-  std::string describe(std::string_view what, Name name) const {
-    std::string out = std::string(what) + ": " + std::to_string(accepted) + " accepted; refused:";
-    bool any = false;
-    for (std::size_t i = 1; i < by_reason.size(); ++i) {
-      if (by_reason[i] == 0) continue;
-      out += " " + std::string(name(static_cast<Reason>(i))) + " " + std::to_string(by_reason[i]);
-      any = true;
-    }
-    if (replayed != 0) {
-      out += " replayed " + std::to_string(replayed);
-      any = true;
-    }
-    if (!any) out += " none";
-    if (earliest < 0 || latest > 0)
-      out += "; clock offsets of refused senders from " + std::to_string(earliest) + "s to +" + std::to_string(latest) +
-             "s (a sender's clock is off: fix it, or widen the window)";
-    return out;
-  }
-};
-
 // Knock-to-action latency: from the packet's capture to the engine having run or queued the
 // knock's responses (Prometheus buckets, seconds).
 struct Histogram {
@@ -155,29 +89,10 @@ struct Histogram {
   }
 };
 
-std::string describe_knock(const codec::KnockCodec& codec, const codec::KnockValues& values) {
-  std::string out;
-  for (codec::Field field : codec.format().fields()) {
-    if (!values.has(field)) continue;
-    if (!out.empty()) out += ' ';
-    out += codec::field_name(field);
-    out += '=';
-    out += codec::value_text(values, field);
-  }
-  return out;
-}
-
 long peak_rss_kib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss;
-}
-
-// A reload keeps the tracker (and the knocks half-way through it) only when nothing it was
-// built from changed.
-bool same_tracking(const tracker::TrackerOptions& a, const tracker::TrackerOptions& b) {
-  return a.knock_length == b.knock_length && a.max_sources == b.max_sources && a.knock_timeout == b.knock_timeout &&
-         a.summary_interval == b.summary_interval && a.protected_share == b.protected_share;
 }
 
 // One generation of configuration: replaced as a whole on SIGHUP.
@@ -188,7 +103,7 @@ struct Generation {
   double stop_wait = 10;  // stopwait: how long SIGTERM waits for running commands
 };
 
-class Daemon {
+class Daemon final : public KnockSink {
  public:
   Daemon(std::string conf_path, bool test_mode, bool fresh, std::optional<std::string> pcap_file)
       : conf_path_(std::move(conf_path)), test_mode_(test_mode), fresh_(fresh), pcap_file_(std::move(pcap_file)) {
@@ -245,11 +160,9 @@ class Daemon {
 
   void adopt(std::unique_ptr<Generation> next) {
     if (current_) next->engine->take_over(*current_->engine);
-    const bool keep_tracker = tracker_ && same_tracking(current_->settings.tracker, next->settings.tracker);
+    std::unique_ptr<Generation> old = std::move(current_);
     current_ = std::move(next);
-    decoder_.codec = current_->settings.codec.get();
-    decoder_.spa = current_->settings.spa_ports ? current_->settings.spa.get() : nullptr;
-    if (!keep_tracker) tracker_ = std::make_unique<tracker::Tracker>(current_->settings.tracker, tracker::DecodeFn(decoder_));
+    detector_.configure(current_->settings);  // (compares with the old settings, still alive here)
   }
 
   int run() {
@@ -257,119 +170,18 @@ class Daemon {
     const Settings& s = current_->settings;
     const std::size_t knock_bytes = s.spa_ports ? s.spa->message_bytes() : s.codec->wire_bytes();
     log::info(std::string(s.spa_ports ? "knock (authenticated message): " : "knock: ") + std::to_string(knock_bytes) +
-              " bytes in " + std::to_string(tracker_->knock_length()) + " ports of a " +
+              " bytes in " + std::to_string(detector_.tracker().knock_length()) + " ports of a " +
               std::to_string(s.codec->span().size()) +
-              "-port span; tracking up to " + std::to_string(tracker_->max_sources()) + " sources (" +
-              std::to_string(tracker_->allocated_bytes() / 1024) + " KiB)");
+              "-port span; tracking up to " + std::to_string(detector_.tracker().max_sources()) + " sources (" +
+              std::to_string(detector_.tracker().allocated_bytes() / 1024) + " KiB)");
     if (pcap_file_) return run_capture_file();
     return run_live();
   }
 
  private:
-  // One observation from any source; the packet path: no allocation, no throw.
-  void on_observation(const capture::Observation& o) noexcept {
-    const Settings& s = current_->settings;
-    if (o.protocol == capture::kProtoUdp && o.payload != nullptr) {
-      if (s.spa && o.dest_port == s.spa_settings.port) return on_spa_datagram(o);
-      if (s.fwknop && o.dest_port == s.fwknop_settings.port) return on_fwknop_datagram(o);
-    }
-    if (s.codec->span().index_of(o.dest_port) < 0) {
-      ++outside_span_;
-      return;
-    }
-    if (s.mode == RunMode::Network && !s.ethfilter->matches(o)) {
-      ++filtered_;
-      return;
-    }
-    if (log::enabled(log::Level::Debug))
-      log::debug("port " + std::to_string(o.dest_port) + " from " + o.source.str() + " queued");
-    decoder_.now = o.time;
-    const tracker::Outcome outcome = tracker_->observe(o);
-    if (outcome == tracker::Outcome::DecodeFailed && decoder_.spa != nullptr) count_spa(decoder_.last_spa);
-    if (outcome == tracker::Outcome::DecodeFailed && log::enabled(log::Level::Debug))
-      log::debug("decode attempt for " + o.source.str() + ": " + std::string(codec::to_string(decoder_.last.error)));
-    if (outcome != tracker::Outcome::Knock) return;
-    try {
-      if (decoder_.spa != nullptr) {
-        on_spa(o, decoder_.last_spa, "port knock");
-      } else {
-        on_knock(o, decoder_.last.values);
-      }
-    } catch (const std::exception& e) {
-      log::error("knock from " + o.source.str() + ": " + e.what());
-    }
-  }
-
-  void count_spa(const spa::Verified& v) noexcept {
-    ++spa_refusals_.by_reason[static_cast<std::size_t>(v.reason)];
-    if (v.reason == spa::Reason::TooOld || v.reason == spa::Reason::TooNew) spa_refusals_.time_offset(v.offset);
-  }
-
-  // A datagram to spaport: one authenticated single-packet knock, or nothing (counted).
-  void on_spa_datagram(const capture::Observation& o) noexcept {
-    const spa::Verified v = current_->settings.spa->verify(std::span(o.payload, o.payload_size),
-                                                           static_cast<std::int64_t>(o.time));
-    if (!v.ok()) return count_spa(v);
-    try {
-      on_spa(o, v, "datagram");
-    } catch (const std::exception& e) {
-      log::error("single-packet knock from " + o.source.str() + ": " + e.what());
-    }
-  }
-
-  void on_spa(const capture::Observation& o, const spa::Verified& v, const char* how) {
-    rules::KnockEvent event;
-    event.values = v.values;
-    event.logip = o.source;
-    event.time = o.time;
-    event.extras.client = v.client_name;
-    event.add_replay(v.identity);
-    event.replay_expiry = static_cast<std::int64_t>(v.send_time) + spa::kReplayKeep;
-    report(privsep::KnockKind::Spa, std::string_view(how) == "port knock", event);
-  }
-
-  // A datagram to fwknopport: a packet of fwknop's own client, or nothing (counted).
-  void on_fwknop_datagram(const capture::Observation& o) noexcept {
-    const fwknop::Verified v = current_->settings.fwknop->verify(std::span(o.payload, o.payload_size), o.source,
-                                                                 static_cast<std::int64_t>(o.time));
-    if (!v.ok()) {
-      ++fwknop_refusals_.by_reason[static_cast<std::size_t>(v.reason)];
-      if (v.reason == fwknop::Reason::TooOld || v.reason == fwknop::Reason::TooNew) fwknop_refusals_.time_offset(v.offset);
-      return;
-    }
-    rules::KnockEvent event;
-    event.values = v.knock_values();
-    event.logip = o.source;
-    event.time = o.time;
-    event.extras.client = v.stanza_name;
-    event.extras.user = v.user();
-    if (v.port_count != 0) event.extras.proto = fwknop::proto_name(v.ports[0].proto);
-    event.extras.client_timeout = v.has_client_timeout ? v.client_timeout : v.fw_access_timeout;
-    event.add_replay(v.identity);
-    event.replay_expiry = v.timestamp + spa::kReplayKeep;
-    report(privsep::KnockKind::Fwknop, false, event);
-  }
-
-  void on_knock(const capture::Observation& o, const codec::KnockValues& values) noexcept {
-    const Settings& s = current_->settings;
-    rules::KnockEvent event;
-    event.values = values;
-    event.logip = o.source;
-    event.time = o.time;
-    // iv = yes: every honest knock has a fresh IV, so each of its ciphertext blocks after the
-    // IV is new. A knock with a block seen before is a replay, the IV-rewriting forgery, or a
-    // cut-and-paste of captured blocks (facts.md): refused in every case (by accept()).
-    if (s.original_iv && decoder_.byte_count > 16) {
-      for (std::size_t at = 16; at + 8 <= decoder_.byte_count; at += 8)
-        event.add_replay(spa::ReplayCache::identity_of(std::span(decoder_.bytes.data() + at, 8)));
-      event.replay_expiry = static_cast<std::int64_t>(o.time + s.replay_keep);
-    }
-    report(privsep::KnockKind::Original, false, event);
-  }
-
   // A knock the detectors verified. In a worker it goes to the monitor, as one message; in a
   // single process (privsep = no, -pcap) straight to accept().
-  void report(privsep::KnockKind kind, bool by_ports, const rules::KnockEvent& event) noexcept {
+  void report(privsep::KnockKind kind, bool by_ports, const rules::KnockEvent& event) noexcept override {
     if (worker_sock_ < 0) return accept(kind, by_ports, event, event.time);
     const std::size_t size = privsep::encode_knock(kind, by_ports, event, out_);
     if (size == 0) {
@@ -385,8 +197,8 @@ class Daemon {
   // The rules' side of a knock: replay cache, the log line, the engine (all or nothing).
   void accept(privsep::KnockKind kind, bool by_ports, const rules::KnockEvent& event, double captured = -1) noexcept {
     try {
-      Refusals* counts = kind == privsep::KnockKind::Spa      ? &spa_refusals_
-                         : kind == privsep::KnockKind::Fwknop ? &fwknop_refusals_
+      Refusals* counts = kind == privsep::KnockKind::Spa      ? &detector_.spa_refusals()
+                         : kind == privsep::KnockKind::Fwknop ? &detector_.fwknop_refusals()
                                                               : nullptr;
       if (event.replay_count != 0 && current_->engine->replayed(event)) {
         if (counts != nullptr) {
@@ -421,15 +233,15 @@ class Daemon {
   // The single-packet lines of a summary, when anything changed since the last.
   void log_refusals() {
     const Settings& s = current_->settings;
-    if (s.spa && spa_refusals_.total() != spa_refusals_.reported) {
-      log::info(spa_refusals_.describe<spa::Reason>("single-packet knocks",
+    if (s.spa && detector_.spa_refusals().total() != detector_.spa_refusals().reported) {
+      log::info(detector_.spa_refusals().describe<spa::Reason>("single-packet knocks",
                                                     [](spa::Reason r) { return spa::to_string(r); }));
-      spa_refusals_.reported = spa_refusals_.total();
+      detector_.spa_refusals().reported = detector_.spa_refusals().total();
     }
-    if (s.fwknop && fwknop_refusals_.total() != fwknop_refusals_.reported) {
-      log::info(fwknop_refusals_.describe<fwknop::Reason>("fwknop packets",
+    if (s.fwknop && detector_.fwknop_refusals().total() != detector_.fwknop_refusals().reported) {
+      log::info(detector_.fwknop_refusals().describe<fwknop::Reason>("fwknop packets",
                                                           [](fwknop::Reason r) { return fwknop::to_string(r); }));
-      fwknop_refusals_.reported = fwknop_refusals_.total();
+      detector_.fwknop_refusals().reported = detector_.fwknop_refusals().total();
     }
     if (original_replayed_ != original_replayed_reported_) {
       log::info("port knocks refused as replays (a ciphertext seen before): " + std::to_string(original_replayed_));
@@ -457,11 +269,11 @@ class Daemon {
       current_->engine->run_due();
       current_->engine->reap();
       last_time = o.time;
-      on_observation(o);
+      detector_.observe(o);
     };
     while (!source.exhausted()) {
       source.dispatch(callback, 4096);
-      if (auto summary = tracker_->summary_due(last_time)) {
+      if (auto summary = detector_.tracker().summary_due(last_time)) {
         log::info(*summary);
         log_refusals();
       }
@@ -503,13 +315,13 @@ class Daemon {
 
   // Observations the daemon set aside before the tracker.
   std::string describe_ignored() const {
-    return "ignored: " + std::to_string(outside_span_) + " ports outside the span, " + std::to_string(filtered_) +
+    return "ignored: " + std::to_string(detector_.outside_span()) + " ports outside the span, " + std::to_string(detector_.filtered()) +
            " packets refused by the ethfilter";
   }
 
   void report_end(const capture::CaptureStats& stats) const {
     log::info(describe(stats));
-    const auto& c = tracker_->counters();
+    const auto& c = detector_.tracker().counters();
     log::info("end of capture: " + std::to_string(stats.packets) + " packets, " + std::to_string(c.ports_queued) +
               " ports queued, " + std::to_string(c.decode_attempts) + " decode attempts, " +
               std::to_string(c.knocks) + " knocks; peak RSS " + std::to_string(peak_rss_kib()) + " KiB");
@@ -628,7 +440,7 @@ class Daemon {
     privsep_ = current_->settings.privsep;
     if (privsep_) return run_monitor(signal_fd);
     if (const auto& user = current_->settings.user) drop_privileges(*user);
-    const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { on_observation(o); };
+    const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { detector_.observe(o); };
 
     std::vector<pollfd> fds;
     bool running = true;
@@ -685,8 +497,8 @@ class Daemon {
       current_->engine->run_due();
       current_->engine->reap();
       current_->engine->tick();
-      tracker_->expire(after);
-      if (auto summary = tracker_->summary_due(after)) {
+      detector_.tracker().expire(after);
+      if (auto summary = detector_.tracker().summary_due(after)) {
         log::info(*summary);
         for (const auto& src : sources_) log_source(*src.source);
       }
@@ -778,10 +590,10 @@ class Daemon {
       c.packets += st.received;
       c.dropped += st.dropped;
     }
-    if (tracker_) {
-      c.ports_queued = tracker_->counters().ports_queued;
-      c.knocks = tracker_->counters().knocks;
-      c.tracked = tracker_->size();
+    if (detector_.configured()) {
+      c.ports_queued = detector_.tracker().counters().ports_queued;
+      c.knocks = detector_.tracker().counters().knocks;
+      c.tracked = detector_.tracker().size();
     }
     return c;
   }
@@ -833,7 +645,7 @@ class Daemon {
     const char* mode = s.mode == RunMode::Network ? "network" : s.mode == RunMode::File ? "file" : "nflog";
     std::vector<std::string> source_names;
     for (const auto& src : sources_) source_names.push_back(src.key);
-    const std::uint64_t accepted = spa_refusals_.accepted + fwknop_refusals_.accepted + original_accepted_;
+    const std::uint64_t accepted = detector_.spa_refusals().accepted + detector_.fwknop_refusals().accepted + original_accepted_;
     if (json) {
       std::string out = "{\"version\": \"" PORTKNOCK_VERSION "\", \"config\": " + config::json_string(conf_path_) +
                         ", \"started\": " + std::to_string(static_cast<std::int64_t>(started_at_)) +
@@ -910,23 +722,23 @@ class Daemon {
     auto line = [&](const std::string& name, std::uint64_t v) { out += name + " " + std::to_string(v) + "\n"; };
     metric("portknock_knocks_accepted_total", "counter", "Knocks the rules accepted, by kind.");
     line("portknock_knocks_accepted_total{kind=\"original\"}", original_accepted_);
-    line("portknock_knocks_accepted_total{kind=\"spa\"}", spa_refusals_.accepted);
-    line("portknock_knocks_accepted_total{kind=\"fwknop\"}", fwknop_refusals_.accepted);
+    line("portknock_knocks_accepted_total{kind=\"spa\"}", detector_.spa_refusals().accepted);
+    line("portknock_knocks_accepted_total{kind=\"fwknop\"}", detector_.fwknop_refusals().accepted);
     metric("portknock_knocks_refused_total", "counter", "Knocks refused, by kind and reason.");
-    for (std::size_t i = 1; i < spa_refusals_.by_reason.size(); ++i) {
-      if (spa_refusals_.by_reason[i] == 0) continue;
+    for (std::size_t i = 1; i < detector_.spa_refusals().by_reason.size(); ++i) {
+      if (detector_.spa_refusals().by_reason[i] == 0) continue;
       line("portknock_knocks_refused_total{kind=\"spa\",reason=\"" +
                std::string(spa::to_string(static_cast<spa::Reason>(i))) + "\"}",
-           spa_refusals_.by_reason[i]);
+           detector_.spa_refusals().by_reason[i]);
     }
-    for (std::size_t i = 1; i < fwknop_refusals_.by_reason.size(); ++i) {
-      if (fwknop_refusals_.by_reason[i] == 0) continue;
+    for (std::size_t i = 1; i < detector_.fwknop_refusals().by_reason.size(); ++i) {
+      if (detector_.fwknop_refusals().by_reason[i] == 0) continue;
       line("portknock_knocks_refused_total{kind=\"fwknop\",reason=\"" +
                std::string(fwknop::to_string(static_cast<fwknop::Reason>(i))) + "\"}",
-           fwknop_refusals_.by_reason[i]);
+           detector_.fwknop_refusals().by_reason[i]);
     }
-    line("portknock_knocks_refused_total{kind=\"spa\",reason=\"replayed\"}", spa_refusals_.replayed);
-    line("portknock_knocks_refused_total{kind=\"fwknop\",reason=\"replayed\"}", fwknop_refusals_.replayed);
+    line("portknock_knocks_refused_total{kind=\"spa\",reason=\"replayed\"}", detector_.spa_refusals().replayed);
+    line("portknock_knocks_refused_total{kind=\"fwknop\",reason=\"replayed\"}", detector_.fwknop_refusals().replayed);
     line("portknock_knocks_refused_total{kind=\"original\",reason=\"replayed\"}", original_replayed_);
     line("portknock_knocks_refused_total{kind=\"any\",reason=\"rules\"}", engine.refused_knocks());
     line("portknock_knocks_refused_total{kind=\"any\",reason=\"fleet replay\"}", engine.fleet_replays());
@@ -1109,8 +921,8 @@ class Daemon {
         }
       } else if (privsep::type_of(message) == static_cast<std::uint8_t>(privsep::Type::Counters)) {
         if (auto counters = privsep::decode_counters(message, why)) {
-          take_counters(spa_refusals_, counters->spa);
-          take_counters(fwknop_refusals_, counters->fwknop);
+          take_counters(detector_.spa_refusals(), counters->spa);
+          take_counters(detector_.fwknop_refusals(), counters->fwknop);
           worker_counters_ = *counters;
         }
       } else if (privsep::type_of(message) == static_cast<std::uint8_t>(privsep::Type::LogCheck)) {
@@ -1410,7 +1222,7 @@ class Daemon {
 
   // The worker's loop: its sources, the tracker, the detectors; knocks go to the monitor.
   int run_worker() {
-    const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { on_observation(o); };
+    const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { detector_.observe(o); };
     std::vector<pollfd> fds;
     for (;;) {
       const double now = wall_clock();
@@ -1439,8 +1251,8 @@ class Daemon {
         }
       }
       const double after = wall_clock();
-      tracker_->expire(after);
-      if (auto summary = tracker_->summary_due(after)) {
+      detector_.tracker().expire(after);
+      if (auto summary = detector_.tracker().summary_due(after)) {
         log::info(*summary);
         for (const auto& src : sources_) log_source(*src.source);
       }
@@ -1448,9 +1260,9 @@ class Daemon {
       if (after >= next_counters_) {
         next_counters_ = after + 0.5;
         privsep::Counters counters = source_totals();
-        give_counters(spa_refusals_, counters.spa);
-        give_counters(fwknop_refusals_, counters.fwknop);
-        const std::uint64_t total = spa_refusals_.total() + fwknop_refusals_.total() + counters.packets +
+        give_counters(detector_.spa_refusals(), counters.spa);
+        give_counters(detector_.fwknop_refusals(), counters.fwknop);
+        const std::uint64_t total = detector_.spa_refusals().total() + detector_.fwknop_refusals().total() + counters.packets +
                                     counters.dropped + counters.ports_queued + counters.tracked;
         if (total != counters_sent_) {
           const std::size_t size = privsep::encode_counters(counters, out_);
@@ -1513,8 +1325,7 @@ class Daemon {
   rules::ManualClock capture_clock_;
   const rules::Clock* clock_ = &system_clock_;
   std::unique_ptr<Generation> current_;
-  Decoder decoder_;
-  std::unique_ptr<tracker::Tracker> tracker_;
+  Detector detector_{*this};
   struct OpenSource {
     std::string key;  // the daemon's key for it (wanted_sources): a reload keeps an equal one
     std::unique_ptr<capture::Source> source;
@@ -1522,10 +1333,6 @@ class Daemon {
   std::vector<OpenSource> sources_;
   double retry_in_ = 0;           // seconds between attempts to open missing sources
   double next_source_retry_ = 0;  // wall clock; 0: nothing to retry
-  std::uint64_t outside_span_ = 0;
-  std::uint64_t filtered_ = 0;
-  Refusals spa_refusals_;
-  Refusals fwknop_refusals_;
   std::uint64_t original_replayed_ = 0;
   std::uint64_t original_replayed_reported_ = 0;
   double next_refusal_summary_ = 0;
