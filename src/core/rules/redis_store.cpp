@@ -48,6 +48,32 @@ Reply convert(const redisReply* r) {
 
 constexpr std::size_t kMaxReplyBytes = 1 << 20;  // our replies are a few bytes; a bound all the same
 
+// Our replies have at most a few elements. hiredis (0.14) allocates an array's element table
+// from its header alone ("*2147483647\r\n": 16 GiB, then scanned when freed, seconds of a
+// blocked loop): refused here before any allocation, as a protocol error.
+constexpr int kMaxReplyElements = 64;
+const redisReplyObjectFunctions* g_hiredis_functions = nullptr;
+
+void* create_bounded_array(const redisReadTask* task, int elements) {
+  if (elements < 0 || elements > kMaxReplyElements) return nullptr;  // hiredis: "Out of memory", an error
+  return g_hiredis_functions->createArray(task, elements);
+}
+
+// A reader whose arrays are bounded (nullptr when out of memory).
+redisReader* make_reader() {
+  redisReader* r = redisReaderCreate();
+  if (r == nullptr) return nullptr;
+  static const redisReplyObjectFunctions defaults = *r->fn;
+  static redisReplyObjectFunctions bounded = [] {
+    g_hiredis_functions = &defaults;
+    redisReplyObjectFunctions f = defaults;
+    f.createArray = create_bounded_array;
+    return f;
+  }();
+  r->fn = &bounded;
+  return r;
+}
+
 class RedisStore final : public SharedStore {
  public:
   explicit RedisStore(StoreSettings s) : s_(std::move(s)), name_(s_.address()) {}
@@ -308,7 +334,12 @@ class RedisStore final : public SharedStore {
       if (error != nullptr) *error = name_ + ": " + last_error_;
       return false;
     }
-    reader_ = redisReaderCreate();
+    reader_ = make_reader();
+    if (reader_ == nullptr) {
+      down("out of memory");
+      if (error != nullptr) *error = name_ + ": " + last_error_;
+      return false;
+    }
     if (family != AF_UNIX) {
       int one = 1;
       ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
