@@ -93,7 +93,10 @@ class RedisStore final : public SharedStore {
       }
       return r.str;
     }
-    if (error != nullptr) *error = name_ + ": GET answered " + describe_reply(r);
+    // Another type: the connection is out of step (or the server hostile); not used again.
+    const std::string why = "GET answered " + describe_reply(r);
+    if (r.type != REDIS_REPLY_ERROR) down(why);
+    if (error != nullptr) *error = name_ + ": " + why;
     return std::nullopt;
   }
 
@@ -116,8 +119,11 @@ class RedisStore final : public SharedStore {
     }
     const Reply& r = replies.front();
     if (r.type == REDIS_REPLY_ERROR) return {Outcome::Error, name_ + ": " + r.str.substr(0, 200)};
-    if (r.type != REDIS_REPLY_ARRAY || r.elements.size() != 2 || r.elements[0].type != REDIS_REPLY_INTEGER)
-      return {Outcome::Error, name_ + ": the commit script answered " + describe_reply(r)};
+    if (r.type != REDIS_REPLY_ARRAY || r.elements.size() != 2 || r.elements[0].type != REDIS_REPLY_INTEGER) {
+      const std::string why = "the commit script answered " + describe_reply(r);
+      down(why);  // out of step, or not our script: not used again
+      return {Outcome::Error, name_ + ": " + why};
+    }
     std::string detail = r.elements[1].str.substr(0, 200);
     switch (r.elements[0].integer) {
       case 0: return {Outcome::Ok, {}};
@@ -275,11 +281,31 @@ class RedisStore final : public SharedStore {
         return false;
       }
     }
+    // More than the replies asked for: a late or forged reply that the next request would take
+    // for its own.
+    if (reader_->pos < reader_->len) {
+      *error = "more data than the replies to the request";
+      return false;
+    }
     return true;
   }
 
+  // Whether the open connection is idle as it should be: the server has neither closed it (it
+  // restarted) nor sent anything nobody asked for (a late or forged reply). Checked before a
+  // request is sent, so that a request is never sent twice and never answered by another's reply.
+  bool idle_clean() {
+    if (reader_->pos < reader_->len) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 0) return true;
+    char c = 0;
+    if (::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+      log::warning(name_ + ": data nobody asked for on the idle connection; it is replaced");
+    return false;
+  }
+
   // One request on the open connection (connecting first when allowed); a connection that
-  // was open before and turns out closed (the server restarted) is reopened once at once.
+  // was open before and is found closed (the server restarted) before the request is sent is
+  // reopened at once.
   bool request(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error) {
     std::string why;
     const bool fresh = fd_ < 0;
@@ -287,15 +313,9 @@ class RedisStore final : public SharedStore {
       if (error != nullptr) *error = why;
       return false;
     }
+    if (!fresh && !idle_clean() && !connect(error)) return false;  // connect() said why and backs off
+    // Once sent, a request is never sent again: the server may have run it (a commit twice).
     if (exchange(cmds, out, &why)) return true;
-    const bool closed = why.rfind("the server closed", 0) == 0 || why.find("Broken pipe") != std::string::npos ||
-                        why.find("Connection reset") != std::string::npos;
-    if (!fresh && closed) {
-      disconnect();
-      out.clear();
-      if (!connect(error)) return false;  // connect() said why and backs off
-      if (exchange(cmds, out, &why)) return true;
-    }
     down(why);
     if (error != nullptr) *error = name_ + ": " + why;
     return false;
