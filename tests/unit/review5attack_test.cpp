@@ -208,6 +208,39 @@ TEST(Review5Attack, ReconnectInsideARequestKeepsItsDeadline) {
   EXPECT_FALSE(value) << "an answer 750 ms after the request was taken with timeout = 300";
 }
 
+// The server restarted while the connection was idle: the request reconnects, and the new
+// connection's round trip and the request's answer each come just before the timeout. The
+// request, reconnection included, is bounded by one timeout.
+TEST(Review5Attack, ReconnectBeforeARequestKeepsItsDeadline) {
+  FakeRedis server([](Conn& c, int index) {
+    if (index == 0) {
+      if (c.hello() && c.command()) c.send("$2\r\ni1\r\n");
+      return;  // closed while idle
+    }
+    if (!c.hello(250) || !c.command()) return;
+    nap(250);
+    c.send("$2\r\ni7\r\n");
+    c.command();
+  });
+  auto store = make_redis_store(server.settings(300));
+  ASSERT_EQ(store->read({"k"}, nullptr), std::optional<std::string>("i1"));
+  nap(100);
+  EXPECT_FALSE(store->read({"k"}, nullptr)) << "an answer 500 ms after the request was taken with timeout = 300";
+}
+
+// The first connection: socket connect and its round trip are one attempt, bounded by one
+// timeout; a round trip answered after 250 ms of a 300 ms timeout leaves the request 50 ms.
+TEST(Review5Attack, FirstConnectionAndRequestShareTheDeadline) {
+  FakeRedis server([](Conn& c, int) {
+    if (!c.hello(250) || !c.command()) return;
+    nap(200);
+    c.send("$2\r\ni7\r\n");
+    c.command();
+  });
+  auto store = make_redis_store(server.settings(300));
+  EXPECT_FALSE(store->read({"k"}, nullptr)) << "an answer 450 ms after the request was taken with timeout = 300";
+}
+
 // A reply the client did not ask for, sent with the answer to a GET: the next request (the
 // commit) must not take it for its own answer ("nothing runs locally unless Redis accepted it").
 TEST(Review5Attack, ExtraReplyIsNotTakenForTheNextRequest) {
