@@ -133,23 +133,12 @@ class RedisStore final : public SharedStore {
     }
   }
 
-  bool usable(std::string* why) override {
-    if (fd_ >= 0) return true;
-    if (mono_now() < next_try_) {
-      if (why != nullptr) *why = name_ + " unreachable (" + last_error_ + "); next attempt in " +
-                                 std::to_string(static_cast<int>(std::ceil((next_try_ - mono_now()) * 1000))) + " ms";
-      return false;
-    }
-    std::string error;
-    if (connect(&error)) return true;
-    if (why != nullptr) *why = error;
-    return false;
-  }
+  bool usable(std::string* why) override { return usable_by(why, mono_now() + s_.timeout_ms / 1000.0); }
 
   void tick() override {
     if (fd_ < 0 && mono_now() >= next_try_) {
       std::string error;
-      connect(&error);
+      connect(&error, mono_now() + s_.timeout_ms / 1000.0);
     }
   }
 
@@ -163,6 +152,20 @@ class RedisStore final : public SharedStore {
   const std::string& gateway() const override { return s_.name; }
 
  private:
+  // usable(), a connection attempt (if any) finished by `deadline`.
+  bool usable_by(std::string* why, double deadline) {
+    if (fd_ >= 0) return true;
+    if (mono_now() < next_try_) {
+      if (why != nullptr) *why = name_ + " unreachable (" + last_error_ + "); next attempt in " +
+                                 std::to_string(static_cast<int>(std::ceil((next_try_ - mono_now()) * 1000))) + " ms";
+      return false;
+    }
+    std::string error;
+    if (connect(&error, deadline)) return true;
+    if (why != nullptr) *why = error;
+    return false;
+  }
+
   static std::string describe_reply(const Reply& r) {
     switch (r.type) {
       case REDIS_REPLY_ERROR: return "an error: " + r.str.substr(0, 200);
@@ -212,9 +215,9 @@ class RedisStore final : public SharedStore {
     }
   }
 
-  // Sends the commands and reads one reply each, all before the deadline (timeout from now).
-  bool exchange(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error) {
-    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
+  // Sends the commands and reads one reply each, all before the deadline.
+  bool exchange(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error,
+                double deadline) {
     std::string wire;
     for (const auto& cmd : cmds) {
       std::vector<const char*> argv;
@@ -306,24 +309,26 @@ class RedisStore final : public SharedStore {
   // One request on the open connection (connecting first when allowed); a connection that
   // was open before and is found closed (the server restarted) before the request is sent is
   // reopened at once.
+  // The whole request, a connection attempt included, is bounded by one timeout.
   bool request(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error) {
+    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
     std::string why;
     const bool fresh = fd_ < 0;
-    if (!usable(&why)) {
+    if (!usable_by(&why, deadline)) {
       if (error != nullptr) *error = why;
       return false;
     }
-    if (!fresh && !idle_clean() && !connect(error)) return false;  // connect() said why and backs off
+    if (!fresh && !idle_clean() && !connect(error, deadline)) return false;  // connect() said why and backs off
     // Once sent, a request is never sent again: the server may have run it (a commit twice).
-    if (exchange(cmds, out, &why)) return true;
+    if (exchange(cmds, out, &why, deadline)) return true;
     down(why);
     if (error != nullptr) *error = name_ + ": " + why;
     return false;
   }
 
-  bool connect(std::string* error) {
+  // A connection attempt, the socket's connect and the first round trip both by `deadline`.
+  bool connect(std::string* error, double deadline) {
     disconnect();
-    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
     std::string why;
     sockaddr_storage addr{};
     socklen_t len = 0;
@@ -390,7 +395,7 @@ class RedisStore final : public SharedStore {
     if (ok && s_.database != 0) hello.push_back({"SELECT", std::to_string(s_.database)});
     if (ok) hello.push_back({"SCRIPT", "LOAD", std::string(kRedisCommitScript)});
     std::vector<Reply> replies;
-    if (ok) ok = exchange(hello, replies, &why);
+    if (ok) ok = exchange(hello, replies, &why, deadline);
     for (auto& h : hello)
       for (auto& a : h) std::fill(a.begin(), a.end(), '\0');
     if (ok) {
