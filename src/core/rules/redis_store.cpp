@@ -320,7 +320,10 @@ class RedisStore final : public SharedStore {
     }
     if (!fresh && !idle_clean() && !connect(error, deadline)) return false;  // connect() said why and backs off
     // Once sent, a request is never sent again: the server may have run it (a commit twice).
-    if (exchange(cmds, out, &why, deadline)) return true;
+    if (exchange(cmds, out, &why, deadline)) {
+      backoff_ = 0;  // answered: the next failure backs off from 0.1 s again
+      return true;
+    }
     down(why);
     if (error != nullptr) *error = name_ + ": " + why;
     return false;
@@ -421,7 +424,8 @@ class RedisStore final : public SharedStore {
     if (reported_down_) log::info(name_ + ": connected again; the fleet's memory is shared again");
     else log::info(name_ + ": connected (gateway " + s_.name + ")");
     reported_down_ = false;
-    backoff_ = 0;
+    // backoff_ is reset by the first request answered, not here: a server that accepts
+    // connections and then fails every request is retried less and less often.
     return true;
   }
 
