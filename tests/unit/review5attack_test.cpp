@@ -3,13 +3,17 @@
 // by a thread of this test, answers what each test wants, when it wants.
 #include <gtest/gtest.h>
 
+#include <malloc.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <fstream>
+#include <new>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -23,6 +27,34 @@
 
 using namespace knock;
 using namespace knock::rules;
+
+// Freed heap blocks that still hold the watched secret (a password that was not wiped).
+namespace {
+std::atomic<bool> g_watching{false};
+std::atomic<int> g_unwiped{0};
+constexpr std::string_view kSecret = "R5-secret-password-0123456789-abcdef";
+void check_freed(void* p) {
+  if (p == nullptr || !g_watching) return;
+  const auto* b = static_cast<const char*>(p);
+  if (std::search(b, b + malloc_usable_size(p), kSecret.begin(), kSecret.end()) != b + malloc_usable_size(p)) ++g_unwiped;
+}
+}  // namespace
+// Replaced as a pair (malloc and free), so that sanitizers see matching calls.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+void* operator new(std::size_t n) {
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept {
+  check_freed(p);
+  std::free(p);
+}
+void operator delete(void* p, std::size_t) noexcept {
+  check_freed(p);
+  std::free(p);
+}
 
 namespace {
 
@@ -363,4 +395,29 @@ TEST(Review5Attack, HugeArrayCountIsRefusedQuickly) {
   std::string error;
   EXPECT_FALSE(store->read({"k"}, &error));
   EXPECT_LT(mono() - start, 2.0) << "one hostile reply stalled the loop; " << error;
+}
+
+// The password is wiped from every buffer it went through (the request's bytes, the command's
+// arguments) before that is freed.
+TEST(Review5Attack, PasswordIsWipedFromFreedBuffers) {
+  std::atomic<bool> authed{false};
+  FakeRedis server([&authed](Conn& c, int) {
+    auto cmd = c.command();
+    if (!cmd || (*cmd)[0] != "AUTH" || cmd->back() != kSecret) return;
+    authed = true;
+    c.send("+OK\r\n");
+    c.hello();
+    c.command();
+  });
+  StoreSettings s = server.settings(500);
+  s.user = "portknock";
+  s.has_password = true;
+  s.password = SecureBytes(reinterpret_cast<const std::uint8_t*>(kSecret.data()), kSecret.size());
+  auto store = make_redis_store(std::move(s));
+  g_watching = true;
+  const bool ok = store->usable(nullptr);
+  g_watching = false;
+  EXPECT_TRUE(ok);
+  EXPECT_TRUE(authed.load());
+  EXPECT_EQ(g_unwiped.load(), 0) << "freed buffers that still held the password";
 }
