@@ -19,6 +19,7 @@
 
 #include "rules/store.hpp"
 #include "util/log.hpp"
+#include "util/secure.hpp"
 
 namespace knock::rules {
 
@@ -218,7 +219,25 @@ class RedisStore final : public SharedStore {
   // Sends the commands and reads one reply each, all before the deadline.
   bool exchange(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error,
                 double deadline) {
+    // The bytes of a request may hold the password (AUTH): wiped before they are freed, and
+    // built without reallocation (a moved buffer would be freed unwiped).
     std::string wire;
+    struct Wipe {
+      std::string& s;
+      ~Wipe() { secure_wipe(s.data(), s.size()); }
+    } wipe_wire{wire};
+    std::vector<std::pair<char*, std::size_t>> texts;
+    struct WipeTexts {
+      std::vector<std::pair<char*, std::size_t>>& t;
+      ~WipeTexts() {
+        for (auto& [p, n] : t) {
+          secure_wipe(p, n);
+          redisFreeCommand(p);
+        }
+      }
+    } wipe_texts{texts};
+    texts.reserve(cmds.size());
+    std::size_t total = 0;
     for (const auto& cmd : cmds) {
       std::vector<const char*> argv;
       std::vector<size_t> lens;
@@ -232,9 +251,11 @@ class RedisStore final : public SharedStore {
         *error = "cannot format a request";
         return false;
       }
-      wire.append(text, static_cast<std::size_t>(n));
-      redisFreeCommand(text);
+      texts.emplace_back(text, static_cast<std::size_t>(n));
+      total += static_cast<std::size_t>(n);
     }
+    wire.reserve(total);
+    for (const auto& [p, n] : texts) wire.append(p, n);
     std::size_t sent = 0;
     while (sent < wire.size()) {
       const ssize_t n = ::send(fd_, wire.data() + sent, wire.size() - sent, MSG_NOSIGNAL);
@@ -388,19 +409,23 @@ class RedisStore final : public SharedStore {
       }
     }
     // One round trip: AUTH, SELECT and loading the commit script.
+    // The password is copied once, into its argument (no temporary copy, no reallocation), and
+    // wiped below with the rest.
     std::vector<std::vector<std::string>> hello;
+    hello.reserve(3);
     if (ok && s_.has_password) {
-      std::string password(reinterpret_cast<const char*>(s_.password.data()), s_.password.size());
-      if (s_.user.empty()) hello.push_back({"AUTH", password});
-      else hello.push_back({"AUTH", s_.user, password});
-      std::fill(password.begin(), password.end(), '\0');
+      std::vector<std::string>& auth = hello.emplace_back();
+      auth.reserve(3);
+      auth.emplace_back("AUTH");
+      if (!s_.user.empty()) auth.emplace_back(s_.user);
+      auth.emplace_back(reinterpret_cast<const char*>(s_.password.data()), s_.password.size());
     }
     if (ok && s_.database != 0) hello.push_back({"SELECT", std::to_string(s_.database)});
     if (ok) hello.push_back({"SCRIPT", "LOAD", std::string(kRedisCommitScript)});
     std::vector<Reply> replies;
     if (ok) ok = exchange(hello, replies, &why, deadline);
     for (auto& h : hello)
-      for (auto& a : h) std::fill(a.begin(), a.end(), '\0');
+      for (auto& a : h) secure_wipe(a.data(), a.size());
     if (ok) {
       for (const Reply& r : replies)
         if (r.type == REDIS_REPLY_ERROR) {
