@@ -19,6 +19,7 @@
 
 #include "rules/store.hpp"
 #include "util/log.hpp"
+#include "util/secure.hpp"
 
 namespace knock::rules {
 
@@ -48,6 +49,32 @@ Reply convert(const redisReply* r) {
 
 constexpr std::size_t kMaxReplyBytes = 1 << 20;  // our replies are a few bytes; a bound all the same
 
+// Our replies have at most a few elements. hiredis (0.14) allocates an array's element table
+// from its header alone ("*2147483647\r\n": 16 GiB, then scanned when freed, seconds of a
+// blocked loop): refused here before any allocation, as a protocol error.
+constexpr int kMaxReplyElements = 64;
+const redisReplyObjectFunctions* g_hiredis_functions = nullptr;
+
+void* create_bounded_array(const redisReadTask* task, int elements) {
+  if (elements < 0 || elements > kMaxReplyElements) return nullptr;  // hiredis: "Out of memory", an error
+  return g_hiredis_functions->createArray(task, elements);
+}
+
+// A reader whose arrays are bounded (nullptr when out of memory).
+redisReader* make_reader() {
+  redisReader* r = redisReaderCreate();
+  if (r == nullptr) return nullptr;
+  static const redisReplyObjectFunctions defaults = *r->fn;
+  static redisReplyObjectFunctions bounded = [] {
+    g_hiredis_functions = &defaults;
+    redisReplyObjectFunctions f = defaults;
+    f.createArray = create_bounded_array;
+    return f;
+  }();
+  r->fn = &bounded;
+  return r;
+}
+
 class RedisStore final : public SharedStore {
  public:
   explicit RedisStore(StoreSettings s) : s_(std::move(s)), name_(s_.address()) {}
@@ -67,7 +94,10 @@ class RedisStore final : public SharedStore {
       }
       return r.str;
     }
-    if (error != nullptr) *error = name_ + ": GET answered " + describe_reply(r);
+    // Another type: the connection is out of step (or the server hostile); not used again.
+    const std::string why = "GET answered " + describe_reply(r);
+    if (r.type != REDIS_REPLY_ERROR) down(why);
+    if (error != nullptr) *error = name_ + ": " + why;
     return std::nullopt;
   }
 
@@ -90,8 +120,11 @@ class RedisStore final : public SharedStore {
     }
     const Reply& r = replies.front();
     if (r.type == REDIS_REPLY_ERROR) return {Outcome::Error, name_ + ": " + r.str.substr(0, 200)};
-    if (r.type != REDIS_REPLY_ARRAY || r.elements.size() != 2 || r.elements[0].type != REDIS_REPLY_INTEGER)
-      return {Outcome::Error, name_ + ": the commit script answered " + describe_reply(r)};
+    if (r.type != REDIS_REPLY_ARRAY || r.elements.size() != 2 || r.elements[0].type != REDIS_REPLY_INTEGER) {
+      const std::string why = "the commit script answered " + describe_reply(r);
+      down(why);  // out of step, or not our script: not used again
+      return {Outcome::Error, name_ + ": " + why};
+    }
     std::string detail = r.elements[1].str.substr(0, 200);
     switch (r.elements[0].integer) {
       case 0: return {Outcome::Ok, {}};
@@ -101,23 +134,12 @@ class RedisStore final : public SharedStore {
     }
   }
 
-  bool usable(std::string* why) override {
-    if (fd_ >= 0) return true;
-    if (mono_now() < next_try_) {
-      if (why != nullptr) *why = name_ + " unreachable (" + last_error_ + "); next attempt in " +
-                                 std::to_string(static_cast<int>(std::ceil((next_try_ - mono_now()) * 1000))) + " ms";
-      return false;
-    }
-    std::string error;
-    if (connect(&error)) return true;
-    if (why != nullptr) *why = error;
-    return false;
-  }
+  bool usable(std::string* why) override { return usable_by(why, mono_now() + s_.timeout_ms / 1000.0); }
 
   void tick() override {
     if (fd_ < 0 && mono_now() >= next_try_) {
       std::string error;
-      connect(&error);
+      connect(&error, mono_now() + s_.timeout_ms / 1000.0);
     }
   }
 
@@ -131,6 +153,20 @@ class RedisStore final : public SharedStore {
   const std::string& gateway() const override { return s_.name; }
 
  private:
+  // usable(), a connection attempt (if any) finished by `deadline`.
+  bool usable_by(std::string* why, double deadline) {
+    if (fd_ >= 0) return true;
+    if (mono_now() < next_try_) {
+      if (why != nullptr) *why = name_ + " unreachable (" + last_error_ + "); next attempt in " +
+                                 std::to_string(static_cast<int>(std::ceil((next_try_ - mono_now()) * 1000))) + " ms";
+      return false;
+    }
+    std::string error;
+    if (connect(&error, deadline)) return true;
+    if (why != nullptr) *why = error;
+    return false;
+  }
+
   static std::string describe_reply(const Reply& r) {
     switch (r.type) {
       case REDIS_REPLY_ERROR: return "an error: " + r.str.substr(0, 200);
@@ -180,10 +216,28 @@ class RedisStore final : public SharedStore {
     }
   }
 
-  // Sends the commands and reads one reply each, all before the deadline (timeout from now).
-  bool exchange(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error) {
-    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
+  // Sends the commands and reads one reply each, all before the deadline.
+  bool exchange(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error,
+                double deadline) {
+    // The bytes of a request may hold the password (AUTH): wiped before they are freed, and
+    // built without reallocation (a moved buffer would be freed unwiped).
     std::string wire;
+    struct Wipe {
+      std::string& s;
+      ~Wipe() { secure_wipe(s.data(), s.size()); }
+    } wipe_wire{wire};
+    std::vector<std::pair<char*, std::size_t>> texts;
+    struct WipeTexts {
+      std::vector<std::pair<char*, std::size_t>>& t;
+      ~WipeTexts() {
+        for (auto& [p, n] : t) {
+          secure_wipe(p, n);
+          redisFreeCommand(p);
+        }
+      }
+    } wipe_texts{texts};
+    texts.reserve(cmds.size());
+    std::size_t total = 0;
     for (const auto& cmd : cmds) {
       std::vector<const char*> argv;
       std::vector<size_t> lens;
@@ -197,9 +251,11 @@ class RedisStore final : public SharedStore {
         *error = "cannot format a request";
         return false;
       }
-      wire.append(text, static_cast<std::size_t>(n));
-      redisFreeCommand(text);
+      texts.emplace_back(text, static_cast<std::size_t>(n));
+      total += static_cast<std::size_t>(n);
     }
+    wire.reserve(total);
+    for (const auto& [p, n] : texts) wire.append(p, n);
     std::size_t sent = 0;
     while (sent < wire.size()) {
       const ssize_t n = ::send(fd_, wire.data() + sent, wire.size() - sent, MSG_NOSIGNAL);
@@ -249,35 +305,54 @@ class RedisStore final : public SharedStore {
         return false;
       }
     }
+    // More than the replies asked for: a late or forged reply that the next request would take
+    // for its own.
+    if (reader_->pos < reader_->len) {
+      *error = "more data than the replies to the request";
+      return false;
+    }
     return true;
   }
 
+  // Whether the open connection is idle as it should be: the server has neither closed it (it
+  // restarted) nor sent anything nobody asked for (a late or forged reply). Checked before a
+  // request is sent, so that a request is never sent twice and never answered by another's reply.
+  bool idle_clean() {
+    if (reader_->pos < reader_->len) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 0) return true;
+    char c = 0;
+    if (::recv(fd_, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+      log::warning(name_ + ": data nobody asked for on the idle connection; it is replaced");
+    return false;
+  }
+
   // One request on the open connection (connecting first when allowed); a connection that
-  // was open before and turns out closed (the server restarted) is reopened once at once.
+  // was open before and is found closed (the server restarted) before the request is sent is
+  // reopened at once.
+  // The whole request, a connection attempt included, is bounded by one timeout.
   bool request(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error) {
+    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
     std::string why;
     const bool fresh = fd_ < 0;
-    if (!usable(&why)) {
+    if (!usable_by(&why, deadline)) {
       if (error != nullptr) *error = why;
       return false;
     }
-    if (exchange(cmds, out, &why)) return true;
-    const bool closed = why.rfind("the server closed", 0) == 0 || why.find("Broken pipe") != std::string::npos ||
-                        why.find("Connection reset") != std::string::npos;
-    if (!fresh && closed) {
-      disconnect();
-      out.clear();
-      if (!connect(error)) return false;  // connect() said why and backs off
-      if (exchange(cmds, out, &why)) return true;
+    if (!fresh && !idle_clean() && !connect(error, deadline)) return false;  // connect() said why and backs off
+    // Once sent, a request is never sent again: the server may have run it (a commit twice).
+    if (exchange(cmds, out, &why, deadline)) {
+      backoff_ = 0;  // answered: the next failure backs off from 0.1 s again
+      return true;
     }
     down(why);
     if (error != nullptr) *error = name_ + ": " + why;
     return false;
   }
 
-  bool connect(std::string* error) {
+  // A connection attempt, the socket's connect and the first round trip both by `deadline`.
+  bool connect(std::string* error, double deadline) {
     disconnect();
-    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
     std::string why;
     sockaddr_storage addr{};
     socklen_t len = 0;
@@ -308,7 +383,12 @@ class RedisStore final : public SharedStore {
       if (error != nullptr) *error = name_ + ": " + last_error_;
       return false;
     }
-    reader_ = redisReaderCreate();
+    reader_ = make_reader();
+    if (reader_ == nullptr) {
+      down("out of memory");
+      if (error != nullptr) *error = name_ + ": " + last_error_;
+      return false;
+    }
     if (family != AF_UNIX) {
       int one = 1;
       ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -329,19 +409,23 @@ class RedisStore final : public SharedStore {
       }
     }
     // One round trip: AUTH, SELECT and loading the commit script.
+    // The password is copied once, into its argument (no temporary copy, no reallocation), and
+    // wiped below with the rest.
     std::vector<std::vector<std::string>> hello;
+    hello.reserve(3);
     if (ok && s_.has_password) {
-      std::string password(reinterpret_cast<const char*>(s_.password.data()), s_.password.size());
-      if (s_.user.empty()) hello.push_back({"AUTH", password});
-      else hello.push_back({"AUTH", s_.user, password});
-      std::fill(password.begin(), password.end(), '\0');
+      std::vector<std::string>& auth = hello.emplace_back();
+      auth.reserve(3);
+      auth.emplace_back("AUTH");
+      if (!s_.user.empty()) auth.emplace_back(s_.user);
+      auth.emplace_back(reinterpret_cast<const char*>(s_.password.data()), s_.password.size());
     }
     if (ok && s_.database != 0) hello.push_back({"SELECT", std::to_string(s_.database)});
     if (ok) hello.push_back({"SCRIPT", "LOAD", std::string(kRedisCommitScript)});
     std::vector<Reply> replies;
-    if (ok) ok = exchange(hello, replies, &why);
+    if (ok) ok = exchange(hello, replies, &why, deadline);
     for (auto& h : hello)
-      for (auto& a : h) std::fill(a.begin(), a.end(), '\0');
+      for (auto& a : h) secure_wipe(a.data(), a.size());
     if (ok) {
       for (const Reply& r : replies)
         if (r.type == REDIS_REPLY_ERROR) {
@@ -365,7 +449,8 @@ class RedisStore final : public SharedStore {
     if (reported_down_) log::info(name_ + ": connected again; the fleet's memory is shared again");
     else log::info(name_ + ": connected (gateway " + s_.name + ")");
     reported_down_ = false;
-    backoff_ = 0;
+    // backoff_ is reset by the first request answered, not here: a server that accepts
+    // connections and then fails every request is retried less and less often.
     return true;
   }
 
