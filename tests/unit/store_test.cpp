@@ -166,6 +166,8 @@ class MemoryStore final : public SharedStore {
     }
     for (const auto& id : c.ids) data[redis_replay_key("pk:", id)] = c.stamp;
     for (const auto& [keys, stored] : c.writes) data[redis_state_key("pk:", keys)] = stored;
+    if (!c.fleet.empty() && !c.publish.empty())
+      stream->push_back({std::to_string(stream->size() + 1) + "-0", c.publish});
     last = c;
     return {Outcome::Ok, {}};
   }
@@ -178,7 +180,25 @@ class MemoryStore final : public SharedStore {
   std::string describe() const override { return "memory"; }
   bool fallback_local() const override { return fallback; }
   const std::string& gateway() const override { return name; }
+  // Fleet sharing: the stream in memory, one cursor per gateway (index of the next entry).
+  const std::string& fleet() const override { return fleet_name; }
+  bool fetch(std::size_t max, std::vector<StreamEntry>& out, std::string* error) override {
+    if (down) {
+      *error = "memory store down";
+      return false;
+    }
+    for (std::size_t i = (*cursors)[name]; i < stream->size() && out.size() < max; ++i) out.push_back((*stream)[i]);
+    return true;
+  }
+  bool handled(const std::string& id, std::string*) override {
+    for (std::size_t i = 0; i < stream->size(); ++i)
+      if ((*stream)[i].id == id) (*cursors)[name] = i + 1;
+    return true;
+  }
 
+  std::string fleet_name;
+  std::shared_ptr<std::vector<StreamEntry>> stream = std::make_shared<std::vector<StreamEntry>>();
+  std::shared_ptr<std::map<std::string, std::size_t>> cursors = std::make_shared<std::map<std::string, std::size_t>>();
   std::map<std::string, std::string> data;
   bool down = false;
   bool fallback = false;
@@ -326,6 +346,245 @@ TEST(FleetEngine, TestModeNeverUsesTheStore) {
   Engine engine(root, options);
   EXPECT_TRUE(engine.handle(knock(3)));
   EXPECT_EQ(store.reads + store.commits, 0);
+}
+
+
+// ---------------------------------------------------------------- fleet sharing
+
+
+SharedKnock sample_knock() {
+  SharedKnock k;
+  k.gateway = "gwA";
+  k.time = 1709632800.25;
+  k.values.set(codec::Field::Ip, kIp);
+  k.values.set(codec::Field::Port, 22);
+  k.values.set(codec::Field::Flag0, 255);
+  k.logip = IpAddress::v4(0xC6120102);
+  k.client = "alice";
+  k.proto = "spa";
+  k.user = "a.b@c";
+  k.client_timeout = 30;
+  k.actions = {"open", "close", "odd name,%"};
+  return k;
+}
+
+
+TEST(SharedKnockCodec, RoundTrip) {
+  const SharedKnock k = sample_knock();
+  const std::string text = encode_shared_knock(k);
+  EXPECT_EQ(text, "pk1 gw=gwA t=1709632800250 logip=198.18.1.2 IP=3323068417 PORT=22 FLAG0=255 client=alice proto=spa "
+                  "user=a.b@c cto=30 act=open act=close act=odd%20name%2c%25");
+  std::string why;
+  auto back = decode_shared_knock(text, &why);
+  ASSERT_TRUE(back) << why;
+  EXPECT_EQ(back->gateway, "gwA");
+  EXPECT_DOUBLE_EQ(back->time, 1709632800.25);
+  EXPECT_EQ(back->values, k.values);
+  EXPECT_EQ(back->logip.str(), "198.18.1.2");
+  EXPECT_EQ(back->client, "alice");
+  EXPECT_EQ(back->proto, "spa");
+  EXPECT_EQ(back->user, "a.b@c");
+  EXPECT_EQ(back->client_timeout, 30u);
+  EXPECT_EQ(back->actions, k.actions);
+
+  SharedKnock v6;
+  v6.gateway = "gwB";
+  v6.time = 5;
+  codec::KnockValues::Ip6Bytes a{0x20, 0x01, 0x0d, 0xb8};
+  a[15] = 1;
+  v6.values.set_ip6(a);
+  v6.logip = *IpAddress::parse("2001:db8::2");
+  v6.actions = {"#1"};
+  auto back6 = decode_shared_knock(encode_shared_knock(v6), &why);
+  ASSERT_TRUE(back6) << why;
+  EXPECT_EQ(back6->values, v6.values);
+  EXPECT_EQ(back6->logip.str(), "2001:db8::2");
+  EXPECT_EQ(back6->actions, v6.actions);
+  EXPECT_FALSE(back6->client_timeout);
+}
+
+TEST(SharedKnockCodec, HostileEntriesAreRefused) {
+  const std::string good = "pk1 gw=gwA t=1000 logip=198.18.1.2 PORT=22 act=open";
+  std::string why;
+  ASSERT_TRUE(decode_shared_knock(good, &why)) << why;
+  const std::vector<std::string> hostile = {
+      "",
+      "pk2 gw=gwA t=1000 logip=198.18.1.2 act=open",          // unknown version
+      "pk1",                                                   // nothing
+      "pk1 t=1000 logip=198.18.1.2 act=open",                  // no gateway
+      "pk1 gw=gwA logip=198.18.1.2 act=open",                  // no time
+      "pk1 gw=gwA t=1000 act=open",                            // no LOGIP
+      "pk1 gw=gwA t=1000 logip=198.18.1.2",                    // no action
+      good + " gw=gwB",                                        // a key twice
+      good + " PORT=23",                                       // a field twice
+      good + " PORT=65536",                                    // out of range for two bytes
+      good + " FLAG0=256",                                     // out of range for one byte
+      good + " IP=4294967296",                                 // out of range for four bytes
+      good + " IP=-1",
+      good + " CLIENT=1",                                      // only the canonical name
+      good + " IP6=20010db8",                                  // short
+      good + " IP6=zz010db8000000000000000000000001",          // not hex
+      good + " client=al;ce",                                  // not a name: would reach a shell
+      good + " user=$(reboot)",
+      good + " proto=" + std::string(65, 'a'),                 // too long
+      good + " cto=4294967296",
+      good + " act=a%2",                                       // cut escape
+      good + " act=a%zz",
+      good + " act=a;b",
+      good + " act=",
+      good + " evil=1",                                        // unknown key
+      good + " PORT",                                          // no =
+      good + "  ",                                             // empty token
+      "pk1 gw=g;w t=1000 logip=198.18.1.2 act=open",
+      "pk1 gw=gwA t=10.5 logip=198.18.1.2 act=open",
+      "pk1 gw=gwA t=1000 logip=198.18.1.300 act=open",
+      "pk1 gw=gwA t=1000 logip=host.example act=open",
+      good + " " + std::string(kMaxSharedKnockBytes, 'x'),     // too long
+  };
+  for (const auto& h : hostile) EXPECT_FALSE(decode_shared_knock(h, &why)) << h;
+  std::string many = good;
+  for (std::size_t i = 0; i < kMaxSharedActions; ++i) many += " act=a";
+  EXPECT_FALSE(decode_shared_knock(many, &why));
+  EXPECT_NE(why.find("actions"), std::string::npos);
+  EXPECT_TRUE(valid_stream_id("1709632800000-0"));
+  EXPECT_FALSE(valid_stream_id("1709632800000"));
+  EXPECT_FALSE(valid_stream_id("-0"));
+  EXPECT_FALSE(valid_stream_id("1-"));
+  EXPECT_FALSE(valid_stream_id("1-0 x"));
+  EXPECT_FALSE(valid_stream_id(std::string(42, '1')));
+}
+
+TEST(StoreSettings, FleetName) {
+  auto s = parse_store_settings(conf("<store redis>\n address = /run/r.sock\n fleet = site-1\n fleetlength = 500\n</store>\n"));
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->fleet, "site-1");
+  EXPECT_EQ(s->fleet_length, 500);
+  EXPECT_EQ(parse_store_settings(conf("<store redis>\n address = /run/r.sock\n</store>\n"))->fleet, "");
+  EXPECT_NE(config_error("<store redis>\n address = /run/r.sock\n fleet = a b\n</store>\n").find("fleet.conf:3: fleet: bad fleet name"),
+            std::string::npos);
+  EXPECT_NE(config_error("<store redis>\n address = /run/r.sock\n fleetlength = 500\n</store>\n").find("fleet.conf:3: fleetlength needs fleet"),
+            std::string::npos);
+  EXPECT_EQ(redis_fleet_key("pk:", "site-1"), "pk:fleet:site-1");
+  EXPECT_EQ(redis_cursor_key("pk:", "site-1", "gwB"), "pk:fleet:site-1:cursor:gwB");
+}
+
+TEST(StoreKeys, CommitArgumentsPublishInTheSameScript) {
+  StoreCommit c;
+  c.ids = {"aa"};
+  c.replay_ms = 1000;
+  c.stamp = "gwA 1";
+  c.fleet = "f";
+  c.fleet_length = 777;
+  c.publish = "pk1 ...";
+  const std::vector<std::string> want = {"2", "p:replay:aa", "p:fleet:f", "1", "0", "0", "1000", "0", "gwA 1", "777", "pk1 ..."};
+  EXPECT_EQ(redis_commit_args("p:", c), want);
+  EXPECT_NE(kRedisCommitScript.find("'XADD', KEYS[ni + nr + nw + 1], 'MAXLEN', '~'"), std::string_view::npos);
+  c.fleet.clear();  // no fleet: nothing published, the arguments as before
+  EXPECT_EQ(redis_commit_args("p:", c).size(), 8u);
+}
+
+const char* kShared = R"C(
+stateexpire = 1h
+<actions>
+  <action open>
+    condition = PORT == 22 && state(IP,visits,num) < 1
+    template  = open
+  </action>
+  <action close>
+    condition = PORT == 22
+    template  = close
+    delay     = 30s
+  </action>
+</actions>
+<template open>
+  state  = state(IP,visits,num)++
+  system = "/bin/true open IP"
+</template>
+<template close>
+  system = "/bin/true close IP"
+</template>
+)C";
+
+TEST(FleetEngine, AKnockAtOneGatewayRunsItsActionsAtEveryOtherOnce) {
+  MemoryStore sa, sb, sc;  // one memory, three gateways' views of it
+  sa.name = "gwA";
+  sb.name = "gwB";
+  sc.name = "gwC";
+  for (MemoryStore* s : {&sa, &sb, &sc}) s->fleet_name = "f";
+  sb.stream = sc.stream = sa.stream;
+  sb.cursors = sc.cursors = sa.cursors;
+  Gateway a(kShared, &sa), b(kShared, &sb), c(kShared, &sc);
+  // b and c read the same state keys as a: one map.
+  ASSERT_TRUE(a.engine->handle(knock(7)));
+  sb.data = sc.data = sa.data;
+  ASSERT_EQ(sa.stream->size(), 1u);
+  EXPECT_EQ(sa.data["pk:state:198.18.0.1 visits num"], "i1");  // applied once, by a
+  for (Gateway* g : {&a, &b, &c}) g->engine->tick();
+  EXPECT_EQ(a.runner.commands.size(), 1u);  // its own entry is not run again
+  for (Gateway* g : {&b, &c}) {
+    ASSERT_EQ(g->runner.commands.size(), 1u);
+    EXPECT_EQ(g->runner.commands[0].text, "/bin/true open 198.18.0.1");  // though state(...) < 1 no longer holds
+    EXPECT_EQ(g->engine->scheduler().size(), 1u);                        // its own close, recorded here
+    EXPECT_EQ(g->engine->fleet_followed(), 1u);
+    EXPECT_FALSE(g->engine->state().get({"198.18.0.1", "visits", "num"}).defined());  // no state written
+  }
+  EXPECT_EQ(sb.data["pk:state:198.18.0.1 visits num"], "i1");
+  // Read again (a later tick, a cursor that did not move): nothing runs twice.
+  (*sa.cursors)["gwB"] = 0;
+  for (Gateway* g : {&b, &c}) {
+    g->clock.mono_now += 1;
+    g->clock.wall_now += 1;
+    g->engine->tick();
+    EXPECT_EQ(g->runner.commands.size(), 1u);
+  }
+  // The close runs after its delay at each.
+  for (Gateway* g : {&b, &c}) {
+    g->clock.mono_now += 30;
+    g->engine->run_due();
+    ASSERT_EQ(g->runner.commands.size(), 2u);
+    EXPECT_EQ(g->runner.commands[1].text, "/bin/true close 198.18.0.1");
+  }
+}
+
+TEST(FleetEngine, MalformedOldAndUnknownEntriesAreSkippedAndCounted) {
+  MemoryStore sa, sb;
+  sa.name = "gwA";
+  sb.name = "gwB";
+  sa.fleet_name = sb.fleet_name = "f";
+  sb.stream = sa.stream;
+  sb.cursors = sa.cursors;
+  Gateway b(kShared, &sb);
+  const std::string t = std::to_string(static_cast<long long>(kT0) * 1000);
+  sa.stream->push_back({"1-0", ""});                                                   // not one field k
+  sa.stream->push_back({"2-0", "pk1 gw=gwA t=" + t + " logip=198.18.1.2 act=open PORT=99999"});
+  sa.stream->push_back({"3-0", "pk1 gw=gwA t=1000 logip=198.18.1.2 IP=3323068417 PORT=22 act=open"});  // too old
+  sa.stream->push_back({"4-0", "pk1 gw=gwA t=" + t + " logip=198.18.1.2 IP=3323068417 PORT=22 act=nosuch"});
+  sa.stream->push_back({"5-0", "pk1 gw=gwA t=" + t + " logip=198.18.1.2 IP=3323068417 PORT=22 act=close"});
+  b.engine->tick();
+  EXPECT_EQ(b.engine->fleet_malformed(), 2u);
+  EXPECT_EQ(b.engine->fleet_dropped(), 2u);
+  EXPECT_EQ(b.engine->fleet_followed(), 1u);
+  EXPECT_TRUE(b.runner.commands.empty());  // only the close's action: pending
+  EXPECT_EQ(b.engine->scheduler().size(), 1u);
+  EXPECT_EQ((*sa.cursors)["gwB"], 5u);
+}
+
+TEST(FleetEngine, StoreDownWhileFollowingLosesNothing) {
+  MemoryStore sa, sb;
+  sa.name = "gwA";
+  sb.name = "gwB";
+  sa.fleet_name = sb.fleet_name = "f";
+  sb.stream = sa.stream;
+  sb.cursors = sa.cursors;
+  Gateway a(kShared, &sa), b(kShared, &sb);
+  ASSERT_TRUE(a.engine->handle(knock(7)));
+  sb.down = true;
+  b.engine->tick();
+  EXPECT_TRUE(b.runner.commands.empty());
+  sb.down = false;
+  b.clock.mono_now += 1;
+  b.engine->tick();
+  EXPECT_EQ(b.runner.commands.size(), 1u);
 }
 
 }  // namespace

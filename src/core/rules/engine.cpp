@@ -512,14 +512,18 @@ bool Engine::refuse(const std::string& who, const std::string& why) noexcept {
 }
 
 std::optional<std::string> Engine::plan_knock(const KnockEvent& event, const Vars& vars, long long family,
-                                              OverlayState& staged, Plan& plan, std::ostream& out) const {
+                                              OverlayState& staged, Plan& plan, std::ostream& out,
+                                              const std::vector<std::string>* only) const {
   const double mono = clock_->mono();
   std::vector<Command>& now = plan.now;
   auto& later = plan.later;
   std::vector<std::string>& done = plan.done;
   for (const Action& action : actions_) {
     if (!action.use) continue;
-    EvalResult cond = action.condition.evaluate(vars, &staged);
+    if (only != nullptr) {
+      if (std::find(only->begin(), only->end(), action.name) == only->end()) continue;
+    }
+    EvalResult cond = only != nullptr ? EvalResult{true, Scalar::integer(1), {}} : action.condition.evaluate(vars, &staged);
     if (!cond.ok) {
       if (options_.test_mode) {
         out << "action " << action.name << ": condition: " << cond.error << '\n';
@@ -534,6 +538,7 @@ std::optional<std::string> Engine::plan_knock(const KnockEvent& event, const Var
       for (const Step& step : t.steps) {
         if (step.family != 0 && step.family != family) continue;
         if (!step.is_system) {
+          if (only != nullptr) continue;  // applied by the gateway that accepted the knock
           if (options_.test_mode) {
             out << "would set: " << step.state->render(vars) << '\n';
             continue;
@@ -665,6 +670,22 @@ bool Engine::handle(const KnockEvent& event) noexcept {
         for (const auto& [keys, value] : staged.writes()) commit.writes.emplace_back(keys, encode_state_value(value));
         commit.state_ms = static_cast<std::int64_t>(std::ceil(state_expire_ * 1000));
         commit.stamp = shared->gateway() + " " + std::to_string(static_cast<std::int64_t>(clock_->wall()));
+        if (!shared->fleet().empty() && !done.empty()) {
+          // Published by the commit script itself: exactly when the knock is committed.
+          SharedKnock k;
+          k.gateway = shared->gateway();
+          k.time = event.time;
+          k.values = values;
+          k.logip = event.logip;
+          k.client = event.extras.client;
+          k.proto = event.extras.proto;
+          k.user = event.extras.user;
+          k.client_timeout = event.extras.client_timeout;
+          k.actions = done;
+          commit.fleet = shared->fleet();
+          commit.fleet_length = shared->fleet_length();
+          commit.publish = encode_shared_knock(k);
+        }
         const SharedStore::Result result = shared->commit(commit);
         if (result.outcome == SharedStore::Outcome::Replay) {
           ++fleet_replays_;
@@ -716,6 +737,116 @@ bool Engine::handle(const KnockEvent& event) noexcept {
     }
   } catch (const std::exception& e) {
     return refuse(who.empty() ? std::string("?") : who, std::string("not handled: ") + e.what());
+  }
+}
+
+bool Engine::follow(const SharedKnock& knock, const std::string& id) noexcept {
+  std::string who = knock.logip.str() + " (shared by gateway " + knock.gateway + ")";
+  try {
+    // Handled once: an identity of the entry itself, kept in the replay cache and its journal
+    // with the pending closes, so that a restart that reads the entry again skips it.
+    spa::Identity mark{};
+    const std::string tag = "portknock fleet " + store_->fleet() + " " + id;
+    crypto_generichash(mark.data(), mark.size(), reinterpret_cast<const unsigned char*>(tag.data()), tag.size(), nullptr, 0);
+    if (replay_.contains(mark)) return true;
+    double longest = 0;
+    for (const Action& a : actions_) longest = std::max(longest, a.delay);
+    const double age = clock_->wall() - knock.time;
+    if (age > std::max(kFleetMaxAge, longest)) {
+      ++fleet_dropped_;
+      log::warning("knock from " + who + " not run here: accepted " + format_number(std::round(age), false) +
+                   "s ago (older than " + format_number(std::max(kFleetMaxAge, longest), false) + "s)");
+      return true;
+    }
+    KnockExtras extras;
+    extras.client = knock.client;
+    extras.proto = knock.proto;
+    extras.user = knock.user;
+    extras.client_timeout = knock.client_timeout;
+    KnockEvent event;
+    event.values = knock.values;
+    event.logip = knock.logip;
+    event.time = knock.time;
+    event.extras = extras;
+    const Vars vars = make_vars(event.values, event.logip, event.time, event.extras);
+    who = (vars[Var::Ip6].defined() ? vars[Var::Ip6].str() : vars[Var::Ip].defined() ? vars[Var::Ip].str() : vars[Var::LogIp].str());
+    if (!knock.client.empty()) who += " (client " + knock.client + ")";
+    who += " (shared by gateway " + knock.gateway + ")";
+    if (event.values.has(codec::Field::Ip) && event.values.has(codec::Field::Ip6)) {
+      ++fleet_dropped_;
+      return refuse(who, "the shared knock carries both an IPv4 and an IPv6 address");
+    }
+    OverlayState staged(state_, store_);
+    Plan plan;
+    const auto refused = plan_knock(event, vars, vars[Var::Family].iv(), staged, plan, std::cout, &knock.actions);
+    if (!staged.remote_error().empty() && staged.remote_unavailable()) return false;  // again later
+    auto drop = [&](const std::string& why) {
+      ++fleet_dropped_;
+      refuse(who, why);
+      return true;
+    };
+    if (!staged.remote_error().empty()) return drop("shared store: " + staged.remote_error());
+    if (refused) return drop(*refused);
+    if (plan.done.empty()) return drop("none of its actions (" + std::to_string(knock.actions.size()) + ") is used here");
+    if (plan.later.size() > scheduler_.room())
+      return drop("the table of pending responses is full (maxpending " + std::to_string(scheduler_.capacity()) +
+                  "); a close could not be recorded");
+    if (runner_ != nullptr && plan.now.size() > runner_->room()) return drop("the command queue is full");
+    const auto now_s = static_cast<std::int64_t>(clock_->wall());
+    const std::int64_t keep = now_s + static_cast<std::int64_t>(std::max(kFleetMaxAge, longest)) + 86400;
+    if (replay_.insert(mark, keep, now_s) != spa::ReplayCache::Result::Fresh)
+      return drop("the replay cache is full of live entries (spareplaycache " + std::to_string(replay_.capacity()) + ")");
+    char text[2 * sizeof(spa::Identity) + 1];
+    sodium_bin2hex(text, sizeof text, mark.data(), mark.size());
+    std::string records = replay_record(std::string_view(text, 2 * sizeof(spa::Identity)), keep);
+    for (auto& [p, due_mono] : plan.later) {
+      p.id = scheduler_.next_id();
+      records += pending_record(p);
+    }
+    if (!record(records)) return drop("the state cache could not record it");
+    for (auto& [p, due_mono] : plan.later) scheduler_.add(std::move(p), due_mono);
+    for (const auto& name : plan.done) log::info("knock from " + who + ": action " + name);
+    ++fleet_followed_;
+    if (runner_ != nullptr)
+      for (const auto& c : plan.now) runner_->run(c);
+    return true;
+  } catch (const std::exception& e) {
+    ++fleet_dropped_;
+    refuse(who, std::string("shared knock not handled: ") + e.what());
+    return true;
+  }
+}
+
+void Engine::follow_fleet() noexcept {
+  try {
+    const double mono = clock_->mono();
+    if (mono < next_follow_) return;
+    next_follow_ = mono + kFleetPollInterval;
+    std::string why;
+    if (!store_->usable(&why)) return;
+    std::vector<StreamEntry> entries;
+    if (!store_->fetch(kFleetBatch, entries, &why)) return;
+    std::string last;
+    std::size_t malformed = 0;
+    for (const auto& entry : entries) {
+      std::string bad;
+      std::optional<SharedKnock> knock;
+      if (!entry.data.empty()) knock = decode_shared_knock(entry.data, &bad);
+      else bad = "not one field k of at most " + std::to_string(kMaxSharedKnockBytes) + " bytes";
+      if (!knock) {
+        ++fleet_malformed_;
+        if (malformed++ == 0)  // one line per read at most: the stream is hostile input
+          log::warning("fleet " + store_->fleet() + ": stream entry " + entry.id + " skipped, malformed: " + bad +
+                       " (" + std::to_string(fleet_malformed_) + " so far)");
+      } else if (knock->gateway != store_->gateway() && !follow(*knock, entry.id)) {
+        break;  // the store went away while it was judged: from this entry on, next time
+      }
+      last = entry.id;
+    }
+    if (!last.empty()) store_->handled(last, &why);
+    if (entries.size() >= kFleetBatch) next_follow_ = mono;  // more are waiting
+  } catch (const std::exception& e) {
+    log::error(std::string("fleet: ") + e.what());
   }
 }
 
@@ -772,6 +903,7 @@ void Engine::reap() noexcept {
 
 void Engine::tick() noexcept {
   if (store_ != nullptr) store_->tick();
+  if (store_ != nullptr && !store_->fleet().empty()) follow_fleet();
   const double mono = clock_->mono();
   if (state_expire_ > 0 && mono - last_expire_ >= std::clamp(state_expire_ / 10, 1.0, 60.0)) {
     last_expire_ = mono;
@@ -800,6 +932,7 @@ double Engine::next_tick_in() const {
   if (cache_ && cache_->dirty()) in = std::min(in, last_sync_ + sync_interval_ - mono);
   if (cache_ && snapshot_failures_ != 0) in = std::min(in, next_snapshot_try_ - mono);
   if (store_ != nullptr) in = std::min(in, store_->next_tick_in());
+  if (store_ != nullptr && !store_->fleet().empty()) in = std::min(in, next_follow_ - mono);
   return std::max(0.0, in);
 }
 

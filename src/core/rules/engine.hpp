@@ -150,6 +150,20 @@ class Engine {
   std::uint64_t store_refusals() const { return store_refused_; }
   std::uint64_t store_fallbacks() const { return store_fallbacks_; }
   std::uint64_t fleet_replays() const { return fleet_replays_; }
+  // Fleet sharing (`fleet = NAME`, doc/FLEET.md): knocks accepted at other gateways whose
+  // actions ran here; stream entries skipped as malformed; shared knocks not run here (too old,
+  // or refused: pending table full, journal not writable, ...).
+  std::uint64_t fleet_followed() const { return fleet_followed_; }
+  std::uint64_t fleet_malformed() const { return fleet_malformed_; }
+  std::uint64_t fleet_dropped() const { return fleet_dropped_; }
+  // Entries read from the fleet's stream per tick, and how often it is read.
+  static constexpr std::size_t kFleetBatch = 16;
+  static constexpr double kFleetPollInterval = 0.2;
+  // A shared knock older than this (or than the longest delay, if longer) is not run here.
+  static constexpr double kFleetMaxAge = 300;
+  // Runs the actions of a knock accepted at another gateway of the fleet (stream entry `id`):
+  // false when it cannot be decided now (the store unreachable: try again later).
+  bool follow(const SharedKnock& knock, const std::string& id) noexcept;
   // How often one knock is evaluated again when another gateway changed the state it read.
   static constexpr int kStoreAttempts = 5;
   // Added to how long an identity is kept in the store: the gateways' clocks may differ this much.
@@ -206,8 +220,12 @@ class Engine {
   };
   // Evaluates every used action for this knock against `staged` (its state changes stay
   // there); nullopt, or why the knock is refused. In -test, prints what it would do instead.
+  // `only`: a knock shared by another gateway: only the actions of these names, their conditions
+  // not evaluated again, their state changes not applied (doc/FLEET.md).
   std::optional<std::string> plan_knock(const KnockEvent& event, const Vars& vars, long long family,
-                                        OverlayState& staged, Plan& plan, std::ostream& out) const;
+                                        OverlayState& staged, Plan& plan, std::ostream& out,
+                                        const std::vector<std::string>* only = nullptr) const;
+  void follow_fleet() noexcept;
   bool refuse(const std::string& who, const std::string& why) noexcept;
   // Appends to the journal (when usecache); false and logged on failure.
   bool record(const std::string& records) noexcept;
@@ -236,6 +254,10 @@ class Engine {
   std::uint64_t store_refused_ = 0;
   std::uint64_t store_fallbacks_ = 0;
   std::uint64_t fleet_replays_ = 0;
+  std::uint64_t fleet_followed_ = 0;
+  std::uint64_t fleet_malformed_ = 0;
+  std::uint64_t fleet_dropped_ = 0;
+  double next_follow_ = 0;  // monotonic
   std::unique_ptr<ShellRunner> own_runner_;
   CommandRunner* runner_ = nullptr;
 };

@@ -152,6 +152,43 @@ class RedisStore final : public SharedStore {
   bool fallback_local() const override { return s_.fallback_local; }
   const std::string& gateway() const override { return s_.name; }
 
+  // Fleet sharing (doc/FLEET.md): the stream read after the cursor by one bounded script.
+  const std::string& fleet() const override { return s_.fleet; }
+  long fleet_length() const override { return s_.fleet_length; }
+  bool fetch(std::size_t max, std::vector<StreamEntry>& out, std::string* error) override {
+    if (s_.fleet.empty()) return true;
+    max = std::clamp<std::size_t>(max, 1, 31);  // 1 + 2 * max replies within convert()'s 64
+    std::vector<Reply> replies;
+    if (!request({{"EVAL", std::string(kRedisFetchScript), "2", redis_fleet_key(s_.prefix, s_.fleet),
+                   redis_cursor_key(s_.prefix, s_.fleet, s_.name), cursor_, std::to_string(max),
+                   std::to_string(kMaxSharedKnockBytes)}},
+                 replies, error))
+      return false;
+    const Reply& r = replies.front();
+    if (r.type != REDIS_REPLY_ARRAY || r.elements.empty() || r.elements.size() % 2 != 1 ||
+        !valid_stream_id(r.elements[0].str)) {
+      if (error != nullptr) *error = name_ + ": the fleet's stream read answered " + describe_reply(r);
+      return false;
+    }
+    cursor_ = r.elements[0].str;
+    for (std::size_t i = 1; i + 1 < r.elements.size(); i += 2) {
+      if (!valid_stream_id(r.elements[i].str)) break;
+      out.push_back({r.elements[i].str, r.elements[i + 1].type == REDIS_REPLY_STRING ? r.elements[i + 1].str : std::string()});
+    }
+    return true;
+  }
+  bool handled(const std::string& id, std::string* error) override {
+    if (s_.fleet.empty() || !valid_stream_id(id)) return true;
+    cursor_ = id;  // this process goes on after it even if the store does not hear it now
+    std::vector<Reply> replies;
+    if (!request({{"SET", redis_cursor_key(s_.prefix, s_.fleet, s_.name), id}}, replies, error)) return false;
+    if (replies.front().type == REDIS_REPLY_ERROR) {
+      if (error != nullptr) *error = name_ + ": " + replies.front().str.substr(0, 200);
+      return false;
+    }
+    return true;
+  }
+
  private:
   // usable(), a connection attempt (if any) finished by `deadline`.
   bool usable_by(std::string* why, double deadline) {
@@ -463,6 +500,7 @@ class RedisStore final : public SharedStore {
   double backoff_ = 0;
   std::string last_error_;
   bool reported_down_ = false;
+  std::string cursor_;  // the fleet's stream: the last entry handled ("" until read from the store)
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 
 #include "util/files.hpp"
 #include "util/text.hpp"
@@ -15,8 +16,8 @@ namespace knock::rules {
 
 namespace {
 
-constexpr std::array<std::string_view, 8> kStoreKeys = {"address", "user",     "passwordfile", "prefix",
-                                                        "timeout", "fallback", "database",     "name"};
+constexpr std::array<std::string_view, 10> kStoreKeys = {"address", "user",     "passwordfile", "prefix", "timeout",
+                                                         "fallback", "database", "name",         "fleet",  "fleetlength"};
 
 std::string shown(std::string_view s) {
   std::string out;
@@ -118,7 +119,7 @@ std::optional<StoreSettings> parse_store_settings(const config::Value& root) {
     const Location at = value.is_array() ? value.items().front().where() : value.where();
     if (std::find(kStoreKeys.begin(), kStoreKeys.end(), key) == kStoreKeys.end())
       throw ConfigError(at, "unknown key '" + shown(key) +
-                                "' in <store redis> (known: address, user, passwordfile, prefix, timeout, fallback, database, name)");
+                                "' in <store redis> (known: address, user, passwordfile, prefix, timeout, fallback, database, name, fleet, fleetlength)");
     if (value.is_object()) throw ConfigError(at, "'" + key + "' in <store redis> is a plain key, not a block");
   }
   auto address = body.scalar("address");
@@ -178,6 +179,19 @@ std::optional<StoreSettings> parse_store_settings(const config::Value& root) {
   } else {
     s.name = default_name();
   }
+  if (auto fleet = body.scalar("fleet")) {
+    const std::string f(trim_blanks(*fleet));
+    bool ok = !f.empty() && f.size() <= 64;
+    for (char c : f) ok = ok && name_char(c);
+    if (!ok) throw ConfigError(body.where_of("fleet"), "fleet: bad fleet name '" + shown(f) + "' (1 to 64 of letters, digits, . _ -)");
+    s.fleet = f;
+  }
+  if (auto length = body.scalar("fleetlength")) {
+    auto n = whole(trim_blanks(*length), 100, 10'000'000);
+    if (!n) throw ConfigError(body.where_of("fleetlength"), "fleetlength must be a number from 100 to 10000000, not '" + shown(*length) + "'");
+    if (s.fleet.empty()) throw ConfigError(body.where_of("fleetlength"), "fleetlength needs fleet = NAME");
+    s.fleet_length = *n;
+  }
   return s;
 }
 
@@ -203,6 +217,8 @@ std::string redis_replay_key(std::string_view prefix, std::string_view hex_ident
 // Returns {0, ""} committed, {1, STAMP} an identity was claimed before, {2, KEY} a key read changed.
 // Nothing is written unless every check passes; a script runs alone on the server, so two
 // gateways committing at once are ordered: the second sees the first's identities and writes.
+// With a knock to publish, one more key (the fleet's stream) and two more arguments after the
+// forms: the stream's length bound and the encoded knock, added by the same script (XADD).
 const std::string_view kRedisCommitScript = R"LUA(local ni, nr, nw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, ni do
   local v = redis.call('GET', KEYS[i])
@@ -221,16 +237,21 @@ for i = 1, nw do
     redis.call('SET', KEYS[ni + nr + i], ARGV[6 + nr + i], 'PX', ARGV[5])
   end
 end
+if #ARGV > 6 + nr + nw then
+  redis.call('XADD', KEYS[ni + nr + nw + 1], 'MAXLEN', '~', ARGV[7 + nr + nw], '*', 'k', ARGV[8 + nr + nw])
+end
 return {0, ''}
 )LUA";
 
 std::vector<std::string> redis_commit_args(std::string_view prefix, const StoreCommit& c) {
   std::vector<std::string> args;
   args.reserve(7 + 2 * (c.ids.size() + c.reads.size() + c.writes.size()));
-  args.push_back(std::to_string(c.ids.size() + c.reads.size() + c.writes.size()));
+  const bool publish = !c.fleet.empty() && !c.publish.empty();
+  args.push_back(std::to_string(c.ids.size() + c.reads.size() + c.writes.size() + (publish ? 1 : 0)));
   for (const auto& id : c.ids) args.push_back(redis_replay_key(prefix, id));
   for (const auto& [keys, value] : c.reads) args.push_back(redis_state_key(prefix, keys));
   for (const auto& [keys, value] : c.writes) args.push_back(redis_state_key(prefix, keys));
+  if (publish) args.push_back(redis_fleet_key(prefix, c.fleet));
   args.push_back(std::to_string(c.ids.size()));
   args.push_back(std::to_string(c.reads.size()));
   args.push_back(std::to_string(c.writes.size()));
@@ -239,7 +260,202 @@ std::vector<std::string> redis_commit_args(std::string_view prefix, const StoreC
   args.push_back(c.stamp);
   for (const auto& [keys, value] : c.reads) args.push_back(value);
   for (const auto& [keys, value] : c.writes) args.push_back(value);
+  if (publish) {
+    args.push_back(std::to_string(std::max(1L, c.fleet_length)));
+    args.push_back(c.publish);
+  }
   return args;
+}
+
+std::string redis_fleet_key(std::string_view prefix, std::string_view fleet) {
+  std::string out(prefix);
+  out += "fleet:";
+  out += fleet;
+  return out;
+}
+
+std::string redis_cursor_key(std::string_view prefix, std::string_view fleet, std::string_view gateway) {
+  return redis_fleet_key(prefix, fleet) + ":cursor:" + std::string(gateway);
+}
+
+// The cursor: the one given, else the stored one, else (first time) the newest entry, stored.
+// A stored cursor that is not an entry id is replaced by the newest entry (hostile input).
+const std::string_view kRedisFetchScript = R"LUA(local c = ARGV[1]
+if c == '' then
+  c = redis.call('GET', KEYS[2])
+  if (not c) or (not string.match(c, '^%d+%-%d+$')) or #c > 41 then
+    local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+    if #last > 0 then c = last[1][1] else c = '0-0' end
+    redis.call('SET', KEYS[2], c)
+  end
+end
+local out = {c}
+local max = tonumber(ARGV[3])
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '(' .. c, '+', 'COUNT', tonumber(ARGV[2]))) do
+  local v = ''
+  local f = e[2]
+  if #f == 2 and f[1] == 'k' and #f[2] <= max then v = f[2] end
+  out[#out + 1] = e[1]
+  out[#out + 1] = v
+end
+return out
+)LUA";
+
+bool valid_stream_id(std::string_view id) {
+  if (id.empty() || id.size() > 41) return false;
+  const std::size_t dash = id.find('-');
+  if (dash == std::string_view::npos || dash == 0 || dash + 1 == id.size() || dash > 20 || id.size() - dash - 1 > 20) return false;
+  for (std::size_t i = 0; i < id.size(); ++i)
+    if (i != dash && (id[i] < '0' || id[i] > '9')) return false;
+  return true;
+}
+
+namespace {
+
+bool extra_char(char c) { return name_char(c) || c == '@'; }
+bool extra_ok(std::string_view v) {
+  if (v.empty() || v.size() > 64) return false;
+  for (char c : v)
+    if (!extra_char(c)) return false;
+  return true;
+}
+bool action_char(char c) { return name_char(c) || c == '@' || c == '#'; }
+const char kHex[] = "0123456789abcdef";
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+std::optional<std::uint64_t> decimal(std::string_view t, std::size_t max_digits) {
+  if (t.empty() || t.size() > max_digits) return std::nullopt;
+  std::uint64_t n = 0;
+  for (char c : t) {
+    if (c < '0' || c > '9') return std::nullopt;
+    n = n * 10 + static_cast<std::uint64_t>(c - '0');
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string encode_shared_knock(const SharedKnock& k) {
+  std::string out = "pk1 gw=" + k.gateway;
+  out += " t=" + std::to_string(static_cast<std::int64_t>(std::llround(std::max(0.0, k.time) * 1000)));
+  out += " logip=" + k.logip.str();
+  for (std::size_t f = 0; f < codec::kFieldCount; ++f) {
+    const auto field = static_cast<codec::Field>(f);
+    if (field == codec::Field::Ip6) continue;
+    if (auto v = k.values.get(field)) out += " " + std::string(codec::field_name(field)) + "=" + std::to_string(*v);
+  }
+  if (k.values.ip6) {
+    out += " IP6=";
+    for (auto b : *k.values.ip6) {
+      out += kHex[b >> 4];
+      out += kHex[b & 15];
+    }
+  }
+  if (!k.client.empty()) out += " client=" + k.client;
+  if (!k.proto.empty()) out += " proto=" + k.proto;
+  if (!k.user.empty()) out += " user=" + k.user;
+  if (k.client_timeout) out += " cto=" + std::to_string(*k.client_timeout);
+  for (const auto& a : k.actions) {
+    out += " act=";
+    for (char c : a) {
+      if (action_char(c)) {
+        out += c;
+      } else {
+        out += '%';
+        out += kHex[static_cast<unsigned char>(c) >> 4];
+        out += kHex[static_cast<unsigned char>(c) & 15];
+      }
+    }
+  }
+  return out;
+}
+
+std::optional<SharedKnock> decode_shared_knock(std::string_view text, std::string* why) {
+  auto bad = [&](const std::string& reason) -> std::optional<SharedKnock> {
+    if (why != nullptr) *why = reason;
+    return std::nullopt;
+  };
+  if (text.size() > kMaxSharedKnockBytes) return bad("longer than " + std::to_string(kMaxSharedKnockBytes) + " bytes");
+  if (text.substr(0, 4) != "pk1 ") return bad("not a pk1 entry");
+  SharedKnock k;
+  bool has_gw = false, has_t = false, has_logip = false;
+  std::array<bool, codec::kFieldCount> seen{};
+  std::size_t pos = 4;
+  while (pos < text.size()) {
+    std::size_t end = text.find(' ', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view token = text.substr(pos, end - pos);
+    pos = end + 1;
+    const std::size_t eq = token.find('=');
+    if (eq == std::string_view::npos || eq == 0) return bad("a token without KEY=VALUE: '" + shown(token) + "'");
+    const std::string_view key = token.substr(0, eq), value = token.substr(eq + 1);
+    if (key == "gw") {
+      if (has_gw || !extra_ok(value) || value.find('@') != std::string_view::npos) return bad("bad or repeated gw");
+      k.gateway = value;
+      has_gw = true;
+    } else if (key == "t") {
+      auto ms = decimal(value, 15);
+      if (has_t || !ms) return bad("bad or repeated t");
+      k.time = static_cast<double>(*ms) / 1000.0;
+      has_t = true;
+    } else if (key == "logip") {
+      auto ip = value.size() <= 45 ? IpAddress::parse(value) : std::nullopt;
+      if (has_logip || !ip) return bad("bad or repeated logip");
+      k.logip = *ip;
+      has_logip = true;
+    } else if (key == "IP6") {
+      if (k.values.ip6 || value.size() != 2 * codec::kIp6Bytes) return bad("bad or repeated IP6");
+      codec::KnockValues::Ip6Bytes a{};
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        const int hi = hex_digit(value[2 * i]), lo = hex_digit(value[2 * i + 1]);
+        if (hi < 0 || lo < 0) return bad("bad IP6");
+        a[i] = static_cast<std::uint8_t>(hi * 16 + lo);
+      }
+      k.values.set_ip6(a);
+    } else if (key == "client" || key == "proto" || key == "user") {
+      std::string& slot = key == "client" ? k.client : key == "proto" ? k.proto : k.user;
+      if (!slot.empty() || !extra_ok(value)) return bad("bad or repeated " + std::string(key));
+      slot = value;
+    } else if (key == "cto") {
+      auto n = decimal(value, 10);
+      if (k.client_timeout || !n || *n > 0xffffffffULL) return bad("bad or repeated cto");
+      k.client_timeout = static_cast<std::uint32_t>(*n);
+    } else if (key == "act") {
+      if (k.actions.size() >= kMaxSharedActions) return bad("more than " + std::to_string(kMaxSharedActions) + " actions");
+      std::string name;
+      for (std::size_t i = 0; i < value.size(); ++i) {
+        if (value[i] == '%') {
+          const int hi = i + 2 < value.size() ? hex_digit(value[i + 1]) : -1, lo = i + 2 < value.size() ? hex_digit(value[i + 2]) : -1;
+          if (hi < 0 || lo < 0) return bad("bad escape in an action name");
+          name += static_cast<char>(hi * 16 + lo);
+          i += 2;
+        } else if (action_char(value[i])) {
+          name += value[i];
+        } else {
+          return bad("bad character in an action name");
+        }
+      }
+      if (name.empty() || name.size() > 256) return bad("bad action name length");
+      k.actions.push_back(std::move(name));
+    } else {
+      auto field = codec::field_from_name(key);
+      if (!field || *field == codec::Field::Ip6 || codec::field_name(*field) != key) return bad("unknown key '" + shown(key) + "'");
+      const auto f = static_cast<std::size_t>(*field);
+      const std::size_t width = codec::field_width(*field);
+      auto n = decimal(value, 10);
+      const std::uint64_t max = width >= 4 ? 0xffffffffULL : (1ULL << (8 * width)) - 1;
+      if (seen[f] || !n || *n > max) return bad("bad or repeated " + std::string(key));
+      seen[f] = true;
+      k.values.set(*field, static_cast<std::uint32_t>(*n));
+    }
+  }
+  if (!has_gw || !has_t || !has_logip) return bad("gw, t or logip missing");
+  if (k.actions.empty()) return bad("no action");
+  return k;
 }
 
 }  // namespace knock::rules

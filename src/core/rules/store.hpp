@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "config/tree.hpp"
+#include "codec/fields.hpp"
 #include "rules/state.hpp"
+#include "util/address.hpp"
 #include "util/error.hpp"
 #include "util/secure.hpp"
 
@@ -32,6 +34,8 @@ struct StoreSettings {
   bool fallback_local = false;  // fallback = local: the store unreachable, the local memory decides
   int database = 0;
   std::string name;          // this gateway, recorded with the identities it claims (default: host name)
+  std::string fleet;         // fleet = NAME: publish accepted knocks to, and follow, PREFIX fleet:NAME ("" none)
+  long fleet_length = 10000; // fleetlength: the stream is trimmed to about this many entries (MAXLEN ~)
   std::string address() const;  // for log lines: "redis 127.0.0.1:6379" or "redis /path"
 };
 
@@ -51,7 +55,38 @@ struct StoreCommit {
   std::vector<std::pair<std::vector<std::string>, std::string>> writes;  // key path, stored form to write
   std::int64_t state_ms = 0;     // expiry of written state keys (stateexpire); 0: none
   std::string stamp;             // stored with each identity: "GATEWAY UNIXTIME"
+  // Fleet sharing: the accepted knock (encode_shared_knock), added to the fleet's stream by the
+  // same script that commits it, so it is published exactly when it is committed. "" none.
+  std::string fleet;
+  std::string publish;
+  long fleet_length = 10000;
 };
+
+// A knock accepted at one gateway of a fleet, as published in the fleet's stream: what the other
+// gateways need to run their own actions for it (doc/FLEET.md).
+struct SharedKnock {
+  std::string gateway;                // the gateway that accepted it
+  double time = 0;                    // the knock's time (Unix seconds)
+  codec::KnockValues values;          // as that gateway judged them (observed source resolved)
+  IpAddress logip;
+  std::string client, proto, user;    // extras ("" none)
+  std::optional<std::uint32_t> client_timeout;
+  std::vector<std::string> actions;   // the actions that gateway ran, in its order
+};
+inline constexpr std::size_t kMaxSharedKnockBytes = 4096;
+inline constexpr std::size_t kMaxSharedActions = 64;
+// One line of space-separated KEY=VALUE tokens after "pk1"; decode is strict (every stream
+// entry is hostile input): bounded size, known keys once each, values validated; nullopt with
+// *why otherwise.
+std::string encode_shared_knock(const SharedKnock& knock);
+std::optional<SharedKnock> decode_shared_knock(std::string_view text, std::string* why);
+// A stream entry as read: its id ("1709632800000-0") and its encoded knock ("" when the entry
+// was not one field k with at most kMaxSharedKnockBytes bytes: malformed).
+struct StreamEntry {
+  std::string id;
+  std::string data;
+};
+bool valid_stream_id(std::string_view id);
 
 class SharedStore : public StateReader {
  public:
@@ -77,11 +112,28 @@ class SharedStore : public StateReader {
   virtual std::string describe() const = 0;
   virtual bool fallback_local() const = 0;
   virtual const std::string& gateway() const = 0;
+  // Fleet sharing (doc/FLEET.md): the fleet name ("" none); up to `max` entries of the fleet's
+  // stream after this gateway's cursor (false with *error when the store cannot be used now);
+  // `handled`: the entries up to `id` are done, the cursor moves past them (kept in the store
+  // per gateway, so that a restart continues there).
+  virtual const std::string& fleet() const {
+    static const std::string none;
+    return none;
+  }
+  virtual long fleet_length() const { return 10000; }
+  virtual bool fetch(std::size_t /*max*/, std::vector<StreamEntry>& /*out*/, std::string* /*error*/) { return true; }
+  virtual bool handled(const std::string& /*id*/, std::string* /*error*/) { return true; }
 };
 
 // The data model (doc/FLEET.md): the Redis key of a state path, of a replay identity.
 std::string redis_state_key(std::string_view prefix, const std::vector<std::string>& keys);
 std::string redis_replay_key(std::string_view prefix, std::string_view hex_identity);
+std::string redis_fleet_key(std::string_view prefix, std::string_view fleet);
+std::string redis_cursor_key(std::string_view prefix, std::string_view fleet, std::string_view gateway);
+// Reads a fleet's stream after a cursor, bounded (doc/FLEET.md). KEYS: stream, cursor key.
+// ARGV: cursor ("" to take the stored one, or the newest entry the first time), count, max bytes.
+// Returns {CURSOR, ID1, DATA1, ...}, DATA "" for a malformed entry.
+extern const std::string_view kRedisFetchScript;
 // The one script a commit runs (EVALSHA, EVAL when the server lost it), and its arguments after
 // the script or its SHA1: numkeys, the keys, the arguments.
 extern const std::string_view kRedisCommitScript;
