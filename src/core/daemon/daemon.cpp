@@ -745,6 +745,10 @@ class Daemon final : public KnockSink {
     line("portknock_knocks_refused_total{kind=\"any\",reason=\"store unavailable\"}", engine.store_refusals());
     metric("portknock_store_fallbacks_total", "counter", "Knocks judged locally because the shared store was unavailable.");
     line("portknock_store_fallbacks_total", engine.store_fallbacks());
+    metric("portknock_fleet_knocks_total", "counter", "Knocks other gateways accepted and shared (fleet), by outcome here.");
+    line("portknock_fleet_knocks_total{outcome=\"run\"}", engine.fleet_followed());
+    line("portknock_fleet_knocks_total{outcome=\"malformed\"}", engine.fleet_malformed());
+    line("portknock_fleet_knocks_total{outcome=\"dropped\"}", engine.fleet_dropped());
     metric("portknock_packets_total", "counter", "Packets, NFLOG messages, datagrams or log lines the sources read.");
     line("portknock_packets_total", sources.packets);
     metric("portknock_packets_dropped_total", "counter", "Lost in the kernel's queues before the daemon read them.");
