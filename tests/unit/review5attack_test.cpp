@@ -221,6 +221,28 @@ TEST(Review5Attack, TrickledReplyIsBoundedInTotal) {
 // The server closes the connection just before the timeout, then answers the reconnection's
 // round trip and the request again just before the timeout: one request must not take three
 // timeouts (doc/FLEET.md: "never blocked beyond the timeout per request").
+// A server that answers every request just inside the timeout (35 of 50 ms): a knock makes one
+// request per state key it reads and a commit, judged again on conflicts, so per-request
+// deadlines alone would hold the loop for many timeouts per knock. One knock's requests share
+// one budget: the second request of the same knock is not waited for past it.
+TEST(Review5Attack, OneKnocksRequestsShareOneBudget) {
+  FakeRedis server([](Conn& c, int) {
+    if (!c.hello()) return;
+    for (;;) {
+      if (!c.command()) return;
+      nap(35);
+      if (!c.send("$2\r\ni7\r\n")) return;
+    }
+  });
+  auto store = make_redis_store(server.settings(50));
+  ASSERT_TRUE(store->usable(nullptr));
+  std::string error;
+  store->begin_knock();
+  EXPECT_TRUE(store->read({"k"}, &error)) << error;
+  EXPECT_FALSE(store->read({"k2"}, &error)) << "a second request of one knock waited past its budget";
+  store->end_knock();
+}
+
 TEST(Review5Attack, ReconnectInsideARequestKeepsItsDeadline) {
   FakeRedis server([](Conn& c, int index) {
     if (index == 0) {

@@ -617,6 +617,18 @@ bool Engine::handle(const KnockEvent& event) noexcept {
     // With a shared store the state is read from it and the knock committed there first (its
     // identities claimed, its state changes applied, all or nothing); what follows is local.
     SharedStore* shared = options_.test_mode ? nullptr : store_;
+    // One budget for all of this knock's requests (SharedStore::begin_knock).
+    struct KnockBudget {
+      SharedStore* store;
+      explicit KnockBudget(SharedStore* s) : store(s) {
+        if (store != nullptr) store->begin_knock();
+      }
+      ~KnockBudget() {
+        if (store != nullptr) store->end_knock();
+      }
+      KnockBudget(const KnockBudget&) = delete;
+      KnockBudget& operator=(const KnockBudget&) = delete;
+    } budget(shared);
     // The store cannot be used: true to go on without it (fallback = local).
     auto without_store = [&](const std::string& why) {
       if (!store_->fallback_local()) return false;

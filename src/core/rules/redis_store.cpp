@@ -135,6 +135,8 @@ class RedisStore final : public SharedStore {
   }
 
   bool usable(std::string* why) override { return usable_by(why, mono_now() + s_.timeout_ms / 1000.0); }
+  void begin_knock() override { knock_deadline_ = mono_now() + s_.timeout_ms / 1000.0; }
+  void end_knock() override { knock_deadline_ = 0; }
 
   void tick() override {
     if (fd_ < 0 && mono_now() >= next_try_) {
@@ -369,7 +371,8 @@ class RedisStore final : public SharedStore {
   // reopened at once.
   // The whole request, a connection attempt included, is bounded by one timeout.
   bool request(const std::vector<std::vector<std::string>>& cmds, std::vector<Reply>& out, std::string* error) {
-    const double deadline = mono_now() + s_.timeout_ms / 1000.0;
+    double deadline = mono_now() + s_.timeout_ms / 1000.0;
+    if (knock_deadline_ > 0) deadline = std::min(deadline, knock_deadline_);
     std::string why;
     const bool fresh = fd_ < 0;
     if (!usable_by(&why, deadline)) {
@@ -494,6 +497,7 @@ class RedisStore final : public SharedStore {
   StoreSettings s_;
   std::string name_;
   int fd_ = -1;
+  double knock_deadline_ = 0;  // begin_knock(): every request of this knock ends by then (0: none)
   redisReader* reader_ = nullptr;
   std::string sha_;
   double next_try_ = 0;  // monotonic

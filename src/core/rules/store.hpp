@@ -105,6 +105,11 @@ class SharedStore : public StateReader {
   // Whether requests may be sent now: connected, or not connected but past the back-off (a
   // connection is then attempted, at most the timeout). False with *why otherwise.
   virtual bool usable(std::string* why) = 0;
+  // One knock's requests share one budget (the timeout), not one each: a store that answers
+  // every request just in time cannot hold the loop for (keys + 2) x retries timeouts per knock.
+  // The engine brackets a knock's requests with these.
+  virtual void begin_knock() {}
+  virtual void end_knock() {}
   // Reconnects when the back-off has passed (at most the timeout); next_tick_in(): seconds
   // until that, or a large number when connected.
   virtual void tick() = 0;
