@@ -788,6 +788,13 @@ bool Engine::follow(const SharedKnock& knock, const std::string& id) noexcept {
       ++fleet_dropped_;
       return refuse(who, "the shared knock carries both an IPv4 and an IPv6 address");
     }
+    // The accepting gateway resolved an observed source before publishing: a zero address
+    // (0.0.0.0, ::) in an entry is forged, and must never reach a command (to some firewalls "any").
+    if ((event.values.has(codec::Field::Ip) && *event.values.get(codec::Field::Ip) == 0) ||
+        (event.values.ip6 && *event.values.ip6 == codec::KnockValues::Ip6Bytes{})) {
+      ++fleet_dropped_;
+      return refuse(who, "the shared knock carries a zero address (0.0.0.0 or ::); the accepting gateway resolves an observed source");
+    }
     OverlayState staged(state_, store_);
     Plan plan;
     const auto refused = plan_knock(event, vars, vars[Var::Family].iv(), staged, plan, std::cout, &knock.actions);
