@@ -770,6 +770,14 @@ bool Engine::follow(const SharedKnock& knock, const std::string& id) noexcept {
                    "s ago (older than " + format_number(std::max(kFleetMaxAge, longest), false) + "s)");
       return true;
     }
+    // Nor one from the future beyond the gateways' clock difference: the age limit above would
+    // never apply to it (a forged t, up to 15 digits of ms).
+    if (age < -static_cast<double>(kFleetClockSlack)) {
+      ++fleet_dropped_;
+      log::warning("knock from " + who + " not run here: dated " + format_number(std::round(-age), false) +
+                   "s in the future (more than the " + std::to_string(kFleetClockSlack) + "s the gateways' clocks may differ)");
+      return true;
+    }
     KnockExtras extras;
     extras.client = knock.client;
     extras.proto = knock.proto;
