@@ -3,7 +3,9 @@
 // against an in-memory store shaped like the one in store_test.cpp.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <map>
+#include <unistd.h>
 #include <memory>
 #include <string>
 #include <vector>
@@ -215,6 +217,28 @@ TEST(Review6Attack, DecoderBounds) {
                                 base + "port=22 act=open", base + "FLAG0=256 act=open", base + "act="}) {
     EXPECT_FALSE(decode_shared_knock(bad, &why)) << bad;
   }
+}
+
+// Cursor set back (or never written) across a restart: the journalled entry mark keeps the
+// shared knock from running twice, and its close survives the restart.
+TEST(Review6Attack, CursorSetBackAfterRestartRunsNothingTwice) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("r6att" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string text = "usecache = yes\nstatecache = " + dir + "/state\n" + kOpenClose;
+  const std::string entry = "pk1 gw=gwA t=" + ms(kT0) + " logip=198.18.1.2 IP=3323068418 PORT=22 act=open act=close";
+  {
+    Follower b(text.c_str());
+    b.store.add(entry);
+    b.tick();
+    ASSERT_EQ(b.runner.commands.size(), 1u);
+  }
+  Follower b2(text.c_str());
+  b2.store.add(entry);  // the same entry id "1-0", read again from cursor 0
+  b2.tick();
+  EXPECT_TRUE(b2.runner.commands.empty());
+  EXPECT_EQ(b2.engine->scheduler().size(), 1u);  // the close, from the journal
+  EXPECT_EQ(b2.engine->fleet_dropped(), 0u);  // skipped as handled, not refused (e.g. "replay cache full")
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
