@@ -770,6 +770,14 @@ bool Engine::follow(const SharedKnock& knock, const std::string& id) noexcept {
                    "s ago (older than " + format_number(std::max(kFleetMaxAge, longest), false) + "s)");
       return true;
     }
+    // Nor one from the future beyond the gateways' clock difference: the age limit above would
+    // never apply to it (a forged t, up to 15 digits of ms).
+    if (age < -static_cast<double>(kFleetClockSlack)) {
+      ++fleet_dropped_;
+      log::warning("knock from " + who + " not run here: dated " + format_number(std::round(-age), false) +
+                   "s in the future (more than the " + std::to_string(kFleetClockSlack) + "s the gateways' clocks may differ)");
+      return true;
+    }
     KnockExtras extras;
     extras.client = knock.client;
     extras.proto = knock.proto;
@@ -787,6 +795,13 @@ bool Engine::follow(const SharedKnock& knock, const std::string& id) noexcept {
     if (event.values.has(codec::Field::Ip) && event.values.has(codec::Field::Ip6)) {
       ++fleet_dropped_;
       return refuse(who, "the shared knock carries both an IPv4 and an IPv6 address");
+    }
+    // The accepting gateway resolved an observed source before publishing: a zero address
+    // (0.0.0.0, ::) in an entry is forged, and must never reach a command (to some firewalls "any").
+    if ((event.values.has(codec::Field::Ip) && *event.values.get(codec::Field::Ip) == 0) ||
+        (event.values.ip6 && *event.values.ip6 == codec::KnockValues::Ip6Bytes{})) {
+      ++fleet_dropped_;
+      return refuse(who, "the shared knock carries a zero address (0.0.0.0 or ::); the accepting gateway resolves an observed source");
     }
     OverlayState staged(state_, store_);
     Plan plan;
