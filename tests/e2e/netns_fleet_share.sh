@@ -84,6 +84,7 @@ REDIS_PID=$!
 wait_for 10 "redis-server answering on $REDIS_SOCK" redis-cli -s "$REDIS_SOCK" ping
 
 "$BIN/knockclient" -keygen "$E2E_TMP/alice.key" 2>/dev/null
+"$BIN/knockclient" -keygen "$E2E_TMP/fleet.key" 2>/dev/null  # fleetkeyfile: the same at every gateway
 daemon_conf() {  # daemon_conf GW
   cat <<CONF
 runmode      = network
@@ -109,7 +110,7 @@ statecache = $E2E_TMP/gw$1.cache
   address = $REDIS_SOCK
   name    = gw$1
   timeout = 200
-$( [ "${FLEET_NO_SHARE:-}" = 1 ] || echo "  fleet   = site" )
+$( [ "${FLEET_NO_SHARE:-}" = 1 ] || printf '  fleet   = site\n  fleetkeyfile = %s\n' "$E2E_TMP/fleet.key" )
 </store>
 <actions>
   <action open>
@@ -183,6 +184,9 @@ start_gw B
 rc() { redis-cli -s "$REDIS_SOCK" "$@" >/dev/null; }
 rc XADD portknock:fleet:site '*' a 1 b 2
 rc XADD portknock:fleet:site '*' k "pk1 gw=gwX t=1 logip=198.18.1.2 PORT=22 act=open;reboot"
+# A well-formed, current knock for alice's address asking for the open alone (no close), written
+# by someone who can write to Redis but holds no fleet key: not authenticated, never run.
+rc XADD portknock:fleet:site '*' k "pk1 gw=gwX t=$(date +%s%3N) logip=198.18.1.2 IP=3323068674 PORT=22 act=open"
 head -c 100000 /dev/zero | tr '\0' x | redis-cli -s "$REDIS_SOCK" -x XADD portknock:fleet:site '*' k >/dev/null
 send_to_a "$(message 22)"
 a_opened_twice() { [ "$(opens A)" -ge 2 ]; }

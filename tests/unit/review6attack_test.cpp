@@ -34,6 +34,7 @@ class StreamStore final : public SharedStore {
   bool fallback_local() const override { return false; }
   const std::string& gateway() const override { return name; }
   const std::string& fleet() const override { return fleet_name; }
+  std::span<const std::uint8_t> fleet_key() const override { return key; }
   bool fetch(std::size_t max, std::vector<StreamEntry>& out, std::string*) override {
     for (std::size_t i = cursor; i < stream.size() && out.size() < max; ++i) out.push_back(stream[i]);
     return true;
@@ -43,7 +44,10 @@ class StreamStore final : public SharedStore {
       if (stream[i].id == id) cursor = i + 1;
     return true;
   }
-  void add(const std::string& data) { stream.push_back({std::to_string(stream.size() + 1) + "-0", data}); }
+  // An entry as a holder of the fleet key writes it (sealed), or as anyone else can (raw).
+  void add(const std::string& data) { add_raw(seal_shared_knock(data, key)); }
+  void add_raw(const std::string& data) { stream.push_back({std::to_string(stream.size() + 1) + "-0", data}); }
+  std::array<std::uint8_t, 32> key{{9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8}};
 
   std::string name = "gwB";
   std::string fleet_name = "f";
@@ -152,8 +156,22 @@ TEST(Review6Attack, SharedKnockFromTheFutureIsNotRun) {
 
 // An entry names the actions to run. A key holder's knock runs every action whose condition
 // holds (here open AND its close); a stream writer picks `act=open` alone: the door opens at
-// every follower and no close is ever scheduled. FINDING (not fixed here): disabled until the
-// follower refuses a shared knock that would open without the closes a knock here schedules.
+// every follower and no close is ever scheduled. Fixed for writers without the fleet key (the
+// next test); a holder of the fleet key (a gateway) still could: disabled, documented.
+TEST(Review6Attack, StreamWriterWithoutTheFleetKeyRunsNothing) {
+  Follower b(kOpenClose);
+  b.store.add_raw("pk1 gw=gwA t=" + ms(kT0) + " logip=198.18.1.2 IP=3323068418 PORT=22 act=open");
+  b.tick();
+  EXPECT_TRUE(b.runner.commands.empty()) << "an entry without the fleet key's tag ran: " << b.runner.commands.front().text;
+  EXPECT_EQ(b.engine->scheduler().size(), 0u);
+  EXPECT_EQ(b.engine->fleet_malformed(), 1u);
+  // The same entry sealed with the key runs (the test can tell the two apart).
+  Follower c(kOpenClose);
+  c.store.add("pk1 gw=gwA t=" + ms(kT0) + " logip=198.18.1.2 IP=3323068418 PORT=22 act=open");
+  c.tick();
+  EXPECT_FALSE(c.runner.commands.empty());
+}
+
 TEST(Review6Attack, DISABLED_StreamWriterCannotOpenWithoutTheClose) {
   Follower b(kOpenClose);
   b.store.add("pk1 gw=gwA t=" + ms(kT0) + " logip=198.18.1.2 IP=3323068418 PORT=22 act=open");

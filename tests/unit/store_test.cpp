@@ -21,6 +21,14 @@ using namespace knock::rules;
 
 namespace {
 
+// The fleet key every in-memory gateway of a test holds (fleetkeyfile), and an entry sealed with it.
+std::span<const std::uint8_t> test_fleet_key() {
+  static const std::array<std::uint8_t, 32> key = {7, 1, 7, 2, 7, 3, 7, 4, 7, 5, 7, 6, 7, 7, 7, 8,
+                                                   7, 9, 7, 10, 7, 11, 7, 12, 7, 13, 7, 14, 7, 15, 7, 16};
+  return key;
+}
+std::string sealed(const std::string& encoded) { return seal_shared_knock(encoded, test_fleet_key()); }
+
 config::Value conf(const std::string& text) { return config::parse_string(text, "fleet.conf"); }
 
 std::string config_error(const std::string& text) {
@@ -94,6 +102,27 @@ TEST(StoreSettings, ErrorsNameFileAndLine) {
   EXPECT_NE(config_error("<store redis>\n address = 127.0.0.1\n passwordfile = /nonexistent/pw\n</store>\n")
                 .find("fleet.conf:3: passwordfile /nonexistent/pw does not exist"),
             std::string::npos);
+}
+
+TEST(SharedKnock, EntriesAreAuthenticatedWithTheFleetKey) {
+  const std::string encoded = "pk1 gw=gwA t=1000 logip=198.18.1.2 IP=3323068417 PORT=22 act=open act=close";
+  const std::string entry = sealed(encoded);
+  std::string why;
+  auto back = unseal_shared_knock(entry, test_fleet_key(), &why);
+  ASSERT_TRUE(back) << why;
+  EXPECT_EQ(*back, encoded);
+  // Written without the key (anyone with write access to Redis): refused before it is parsed.
+  EXPECT_FALSE(unseal_shared_knock(encoded, test_fleet_key(), &why));
+  EXPECT_EQ(why, "no authentication tag");
+  // A changed action list, address or time under a copied tag: refused.
+  std::string changed = entry;
+  changed.replace(changed.find("act=close"), 9, "act=xxxxx");
+  EXPECT_FALSE(unseal_shared_knock(changed, test_fleet_key(), &why));
+  EXPECT_NE(why.find("authentication failed"), std::string::npos);
+  std::array<std::uint8_t, 32> other{};
+  EXPECT_FALSE(unseal_shared_knock(entry, other, &why));
+  EXPECT_FALSE(unseal_shared_knock(entry, {}, &why));  // no key: nothing followed
+  EXPECT_TRUE(seal_shared_knock(encoded, {}).empty());  // and nothing published
 }
 
 TEST(StoreSettings, PasswordFileLikeAKeyFile) {
@@ -182,6 +211,7 @@ class MemoryStore final : public SharedStore {
   const std::string& gateway() const override { return name; }
   // Fleet sharing: the stream in memory, one cursor per gateway (index of the next entry).
   const std::string& fleet() const override { return fleet_name; }
+  std::span<const std::uint8_t> fleet_key() const override { return test_fleet_key(); }
   bool fetch(std::size_t max, std::vector<StreamEntry>& out, std::string* error) override {
     if (down) {
       *error = "memory store down";
@@ -455,12 +485,28 @@ TEST(SharedKnockCodec, HostileEntriesAreRefused) {
 }
 
 TEST(StoreSettings, FleetName) {
-  auto s = parse_store_settings(conf("<store redis>\n address = /run/r.sock\n fleet = site-1\n fleetlength = 500\n</store>\n"));
+  const std::string dir = std::filesystem::temp_directory_path() / ("pk-fleet-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string key = dir + "/fleet.key";
+  std::ofstream(key) << "a-fleet-secret-of-some-length\n";
+  ::chmod(key.c_str(), 0600);
+  auto s = parse_store_settings(conf("<store redis>\n address = /run/r.sock\n fleet = site-1\n fleetlength = 500\n fleetkeyfile = " +
+                                     key + "\n</store>\n"));
   ASSERT_TRUE(s);
   EXPECT_EQ(s->fleet, "site-1");
   EXPECT_EQ(s->fleet_length, 500);
+  EXPECT_EQ(s->fleet_key.size(), 32u);
+  // Unauthenticated sharing would let anyone who can write to Redis open every gateway.
+  EXPECT_NE(config_error("<store redis>\n address = /run/r.sock\n fleet = site-1\n</store>\n")
+                .find("fleet.conf:3: fleet needs fleetkeyfile"),
+            std::string::npos);
+  std::ofstream(key) << "short\n";
+  EXPECT_NE(config_error("<store redis>\n address = /run/r.sock\n fleet = a\n fleetkeyfile = " + key + "\n</store>\n")
+                .find("fewer than 16 bytes"),
+            std::string::npos);
+  std::filesystem::remove_all(dir);
   EXPECT_EQ(parse_store_settings(conf("<store redis>\n address = /run/r.sock\n</store>\n"))->fleet, "");
-  EXPECT_NE(config_error("<store redis>\n address = /run/r.sock\n fleet = a b\n</store>\n").find("fleet.conf:3: fleet: bad fleet name"),
+  EXPECT_NE(config_error("<store redis>\n address = /run/r.sock\n fleet = a b\n fleetkeyfile = /x\n</store>\n").find("fleet.conf:3: fleet: bad fleet name"),
             std::string::npos);
   EXPECT_NE(config_error("<store redis>\n address = /run/r.sock\n fleetlength = 500\n</store>\n").find("fleet.conf:3: fleetlength needs fleet"),
             std::string::npos);
@@ -556,10 +602,10 @@ TEST(FleetEngine, MalformedOldAndUnknownEntriesAreSkippedAndCounted) {
   Gateway b(kShared, &sb);
   const std::string t = std::to_string(static_cast<long long>(kT0) * 1000);
   sa.stream->push_back({"1-0", ""});                                                   // not one field k
-  sa.stream->push_back({"2-0", "pk1 gw=gwA t=" + t + " logip=198.18.1.2 act=open PORT=99999"});
-  sa.stream->push_back({"3-0", "pk1 gw=gwA t=1000 logip=198.18.1.2 IP=3323068417 PORT=22 act=open"});  // too old
-  sa.stream->push_back({"4-0", "pk1 gw=gwA t=" + t + " logip=198.18.1.2 IP=3323068417 PORT=22 act=nosuch"});
-  sa.stream->push_back({"5-0", "pk1 gw=gwA t=" + t + " logip=198.18.1.2 IP=3323068417 PORT=22 act=close"});
+  sa.stream->push_back({"2-0", sealed("pk1 gw=gwA t=" + t + " logip=198.18.1.2 act=open PORT=99999")});
+  sa.stream->push_back({"3-0", sealed("pk1 gw=gwA t=1000 logip=198.18.1.2 IP=3323068417 PORT=22 act=open")});  // too old
+  sa.stream->push_back({"4-0", sealed("pk1 gw=gwA t=" + t + " logip=198.18.1.2 IP=3323068417 PORT=22 act=nosuch")});
+  sa.stream->push_back({"5-0", sealed("pk1 gw=gwA t=" + t + " logip=198.18.1.2 IP=3323068417 PORT=22 act=close")});
   b.engine->tick();
   EXPECT_EQ(b.engine->fleet_malformed(), 2u);
   EXPECT_EQ(b.engine->fleet_dropped(), 2u);

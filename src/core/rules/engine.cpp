@@ -696,7 +696,7 @@ bool Engine::handle(const KnockEvent& event) noexcept {
           k.actions = done;
           commit.fleet = shared->fleet();
           commit.fleet_length = shared->fleet_length();
-          commit.publish = encode_shared_knock(k);
+          commit.publish = seal_shared_knock(encode_shared_knock(k), shared->fleet_key());
         }
         const SharedStore::Result result = shared->commit(commit);
         if (result.outcome == SharedStore::Outcome::Replay) {
@@ -858,8 +858,13 @@ void Engine::follow_fleet() noexcept {
     for (const auto& entry : entries) {
       std::string bad;
       std::optional<SharedKnock> knock;
-      if (!entry.data.empty()) knock = decode_shared_knock(entry.data, &bad);
-      else bad = "not one field k of at most " + std::to_string(kMaxSharedKnockBytes) + " bytes";
+      if (!entry.data.empty()) {
+        // The tag first: an entry not written by a holder of the fleet key is not even parsed.
+        if (auto encoded = unseal_shared_knock(entry.data, store_->fleet_key(), &bad))
+          knock = decode_shared_knock(*encoded, &bad);
+      } else {
+        bad = "not one field k of at most " + std::to_string(kMaxSharedKnockBytes) + " bytes";
+      }
       if (!knock) {
         ++fleet_malformed_;
         if (malformed++ == 0)  // one line per read at most: the stream is hostile input

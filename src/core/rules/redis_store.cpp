@@ -156,6 +156,7 @@ class RedisStore final : public SharedStore {
 
   // Fleet sharing (doc/FLEET.md): the stream read after the cursor by one bounded script.
   const std::string& fleet() const override { return s_.fleet; }
+  std::span<const std::uint8_t> fleet_key() const override { return {s_.fleet_key.data(), s_.fleet_key.size()}; }
   long fleet_length() const override { return s_.fleet_length; }
   bool fetch(std::size_t max, std::vector<StreamEntry>& out, std::string* error) override {
     if (s_.fleet.empty()) return true;

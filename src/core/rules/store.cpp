@@ -1,5 +1,7 @@
 #include "rules/store.hpp"
 
+#include <sodium.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/un.h>
@@ -16,8 +18,9 @@ namespace knock::rules {
 
 namespace {
 
-constexpr std::array<std::string_view, 10> kStoreKeys = {"address", "user",     "passwordfile", "prefix", "timeout",
-                                                         "fallback", "database", "name",         "fleet",  "fleetlength"};
+constexpr std::array<std::string_view, 11> kStoreKeys = {"address",  "user",     "passwordfile", "prefix",
+                                                         "timeout",  "fallback", "database",     "name",
+                                                         "fleet",    "fleetlength", "fleetkeyfile"};
 
 std::string shown(std::string_view s) {
   std::string out;
@@ -119,7 +122,7 @@ std::optional<StoreSettings> parse_store_settings(const config::Value& root) {
     const Location at = value.is_array() ? value.items().front().where() : value.where();
     if (std::find(kStoreKeys.begin(), kStoreKeys.end(), key) == kStoreKeys.end())
       throw ConfigError(at, "unknown key '" + shown(key) +
-                                "' in <store redis> (known: address, user, passwordfile, prefix, timeout, fallback, database, name, fleet, fleetlength)");
+                                "' in <store redis> (known: address, user, passwordfile, prefix, timeout, fallback, database, name, fleet, fleetlength, fleetkeyfile)");
     if (value.is_object()) throw ConfigError(at, "'" + key + "' in <store redis> is a plain key, not a block");
   }
   auto address = body.scalar("address");
@@ -191,6 +194,22 @@ std::optional<StoreSettings> parse_store_settings(const config::Value& root) {
     if (!n) throw ConfigError(body.where_of("fleetlength"), "fleetlength must be a number from 100 to 10000000, not '" + shown(*length) + "'");
     if (s.fleet.empty()) throw ConfigError(body.where_of("fleetlength"), "fleetlength needs fleet = NAME");
     s.fleet_length = *n;
+  }
+  if (auto file = body.scalar("fleetkeyfile")) {
+    const Location at = body.where_of("fleetkeyfile");
+    if (s.fleet.empty()) throw ConfigError(at, "fleetkeyfile needs fleet = NAME");
+    const std::string path(trim_blanks(*file));
+    if (path.empty() || path[0] != '/') throw ConfigError(at, "fleetkeyfile must be an absolute path");
+    if (::access(path.c_str(), F_OK) != 0) throw ConfigError(at, "fleetkeyfile " + shown(path) + " does not exist");
+    const SecureBytes text = read_key_file(path, at);
+    if (text.size() < 16)
+      throw ConfigError(at, "fleetkeyfile " + shown(path) + " holds fewer than 16 bytes (make one with knockclient -keygen)");
+    s.fleet_key = SecureBytes(crypto_auth_hmacsha256_KEYBYTES);
+    crypto_generichash(s.fleet_key.data(), s.fleet_key.size(), text.data(), text.size(), nullptr, 0);
+  } else if (!s.fleet.empty()) {
+    // Unauthenticated entries would let anyone who can write to Redis open every gateway's door.
+    throw ConfigError(body.where_of("fleet"),
+                      "fleet needs fleetkeyfile (the same secret at every gateway: it authenticates what they share)");
   }
   return s;
 }
@@ -372,6 +391,36 @@ std::string encode_shared_knock(const SharedKnock& k) {
     }
   }
   return out;
+}
+
+std::string seal_shared_knock(std::string_view encoded, std::span<const std::uint8_t> key) {
+  if (key.size() != crypto_auth_hmacsha256_KEYBYTES) return {};
+  std::uint8_t mac[crypto_auth_hmacsha256_BYTES];
+  crypto_auth_hmacsha256(mac, reinterpret_cast<const unsigned char*>(encoded.data()), encoded.size(), key.data());
+  char hex[2 * sizeof mac + 1];
+  sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+  return std::string(encoded) + " mac=" + hex;
+}
+
+std::optional<std::string_view> unseal_shared_knock(std::string_view entry, std::span<const std::uint8_t> key,
+                                                    std::string* why) {
+  auto bad = [&](const char* reason) -> std::optional<std::string_view> {
+    if (why != nullptr) *why = reason;
+    return std::nullopt;
+  };
+  if (key.size() != crypto_auth_hmacsha256_KEYBYTES) return bad("no fleet key");
+  constexpr std::size_t kTag = 5 + 2 * crypto_auth_hmacsha256_BYTES;  // " mac=" + 64 hex digits
+  if (entry.size() <= kTag || entry.size() > kMaxSharedKnockBytes) return bad("no authentication tag");
+  const std::string_view body = entry.substr(0, entry.size() - kTag);
+  const std::string_view tag = entry.substr(entry.size() - kTag);
+  if (tag.substr(0, 5) != " mac=") return bad("no authentication tag");
+  std::uint8_t mac[crypto_auth_hmacsha256_BYTES];
+  std::size_t got = 0;
+  if (sodium_hex2bin(mac, sizeof mac, tag.data() + 5, tag.size() - 5, nullptr, &got, nullptr) != 0 || got != sizeof mac)
+    return bad("a malformed authentication tag");
+  if (crypto_auth_hmacsha256_verify(mac, reinterpret_cast<const unsigned char*>(body.data()), body.size(), key.data()) != 0)
+    return bad("authentication failed (not written by a holder of the fleet key)");
+  return body;
 }
 
 std::optional<SharedKnock> decode_shared_knock(std::string_view text, std::string* why) {

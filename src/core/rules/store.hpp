@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,6 +36,7 @@ struct StoreSettings {
   int database = 0;
   std::string name;          // this gateway, recorded with the identities it claims (default: host name)
   std::string fleet;         // fleet = NAME: publish accepted knocks to, and follow, PREFIX fleet:NAME ("" none)
+  SecureBytes fleet_key;     // fleetkeyfile: 32 bytes (BLAKE2b of the file's first line) authenticating entries
   long fleet_length = 10000; // fleetlength: the stream is trimmed to about this many entries (MAXLEN ~)
   std::string address() const;  // for log lines: "redis 127.0.0.1:6379" or "redis /path"
 };
@@ -79,6 +81,14 @@ inline constexpr std::size_t kMaxSharedActions = 64;
 // entry is hostile input): bounded size, known keys once each, values validated; nullopt with
 // *why otherwise.
 std::string encode_shared_knock(const SharedKnock& knock);
+// Entries are authenticated with the fleet's key (fleetkeyfile, the same at every gateway):
+// "ENCODED mac=HMAC-SHA256 in hex". Only a holder of the key can write an entry a gateway runs;
+// write access to Redis alone is not enough. unseal checks the tag (constant time) before
+// anything is parsed and returns the encoded knock; nullopt with *why otherwise. An empty key
+// seals nothing and opens nothing.
+std::string seal_shared_knock(std::string_view encoded, std::span<const std::uint8_t> key);
+std::optional<std::string_view> unseal_shared_knock(std::string_view entry, std::span<const std::uint8_t> key,
+                                                    std::string* why);
 std::optional<SharedKnock> decode_shared_knock(std::string_view text, std::string* why);
 // A stream entry as read: its id ("1709632800000-0") and its encoded knock ("" when the entry
 // was not one field k with at most kMaxSharedKnockBytes bytes: malformed).
@@ -126,6 +136,8 @@ class SharedStore : public StateReader {
     return none;
   }
   virtual long fleet_length() const { return 10000; }
+  // The key that authenticates the fleet's entries (empty: nothing is published or followed).
+  virtual std::span<const std::uint8_t> fleet_key() const { return {}; }
   virtual bool fetch(std::size_t /*max*/, std::vector<StreamEntry>& /*out*/, std::string* /*error*/) { return true; }
   virtual bool handled(const std::string& /*id*/, std::string* /*error*/) { return true; }
 };
