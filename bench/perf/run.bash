@@ -39,6 +39,8 @@ FWKNOPPORT=62201  # fwknop's packet (fwknopd and knockdaemon's <fwknop NAME>)
 SSH_CLOSED=2022   # sshd: behind the door (dropped like TARGET until a knock)
 SSH_OPEN=2222     # sshd: always open, the reference
 log() { printf '[bench] %s\n' "$*" >&2; }
+# BENCH_ONLY="kd_spa ssh ...": only these parts (for development; the table then has holes).
+want() { [ -z "${BENCH_ONLY:-}" ] || [[ " $BENCH_ONLY " == *" $1 "* ]]; }
 
 # --- network ---------------------------------------------------------------------------------
 netns_setup
@@ -139,6 +141,8 @@ send_fwk() { fwk_packet "$T/fwk.bin"; in_ns "$NS_CLIENT" "$KP" udp $SERVER_IP $T
 # trials NAME N SEND CLOSE_CMD: latency trials; the latencies (us) go to $T/NAME.lat, in order
 trials() {
   local name=$1 n=$2 send=$3 close_cmd=$4 i out fails=0
+  cannot_connect "$NS_CLIENT" $SERVER_IP $TARGET ||
+    fail "$name: port $TARGET is open before the trials: $(in_ns "$NS_SERVER" iptables -S INPUT)"
   : >"$T/$name.lat"
   echo "$(load)" >"$T/$name.load0"
   for ((i = 0; i < n; i++)); do
@@ -273,6 +277,7 @@ start_knockd() {  # CONF
   wait_for 10 "knockd ready" grep -q "starting up" "$T/knockd.log"
   sleep 0.5  # knockd logs before pcap is live; give it a moment (no better signal exists)
 }
+if want knockd; then
 log "knockd: latency"
 knockd_conf "$(echo "$OPEN_IPT" | sed 's/IP/%IP%/; s/PORT/'$TARGET'/')" >"$T/knockd.conf"
 start_knockd "$T/knockd.conf"
@@ -285,6 +290,7 @@ knockd_conf "$KP stamp $T/knockd.stamp" >"$T/knockd-stamp.conf"
 start_knockd "$T/knockd-stamp.conf"
 share knockd "$TRIALS" knockd_ports "$T/knockd.stamp"
 stop_pid "$KNOCKD_PID"
+fi
 
 # --- fwknopd -------------------------------------------------------------------------------------
 # Debian's fwknopd 2.6 with its defaults (libpcap on the bridge, PCAP_LOOP_SLEEP 100 ms, its
@@ -305,17 +311,21 @@ FW_ACCESS_TIMEOUT       30
 REQUIRE_SOURCE_ADDRESS  Y
 CONF
 chmod 600 "$T/fwknopd"/*.conf
-fwk_packet "$T/fwk-template.bin"
+fwk_packet "$T/fwk-template.bin"   # the flood's model
+if want fwknopd; then
 log "fwknopd: latency"
 bg_in_ns "$NS_SERVER" "$T/fwknopd.log" /usr/sbin/fwknopd -f -c "$T/fwknopd/fwknopd.conf" -a "$T/fwknopd/access.conf" \
   -d "$T/fwknopd/digest.cache" -p "$T/fwknopd/fwknopd.pid"
 FWKNOPD_PID=${E2E_PIDS[-1]}
 wait_for 10 "fwknopd ready" grep -q "main event loop" "$T/fwknopd.log"
+log "fwknopd: pid $FWKNOPD_PID: $(ps -o pid,ppid,comm -p "$FWKNOPD_PID" | tail -1); $(pgrep -a fwknopd | grep -F "$T" || true)"
 trials fwknopd "$TRIALS" send_fwk close_fwk
 log "fwknopd: flood"
 flood fwknopd "$FWKNOPD_PID" "$T/fwknopd.log" flood_udp_fwk send_fwk close_fwk
 stop_pid "$FWKNOPD_PID"
+log "after fwknopd: $(in_ns "$NS_SERVER" iptables -S INPUT | tr '\n' ';')"
 in_ns "$NS_SERVER" iptables -S INPUT | grep -q FWKNOP_INPUT && fail "fwknopd left its jump rule"
+fi
 
 # --- knockdaemon ----------------------------------------------------------------------------------
 kd_common() {  # SPAN
@@ -363,6 +373,7 @@ start_kd() {  # CONF LOG
   wait_for 10 "knockdaemon ready" grep -q "watching" "$2"
 }
 
+if want kd_ipt; then
 log "knockdaemon (Blowfish, 256-port span, iptables): latency"
 kd_conf $SPAN_SMALL "$OPEN_IPT" >"$T/kd-ipt.conf"; chmod 600 "$T/kd-ipt.conf"
 start_kd "$T/kd-ipt.conf" "$T/kd-ipt.log"
@@ -376,6 +387,8 @@ start_kd "$T/kd-stamp.conf" "$T/kd-stamp.log"
 share kd "$TRIALS" ports_small "$T/kd.stamp"
 stop_pid "$KD_PID"
 
+fi
+if want kd_fwk; then
 log "knockdaemon, fwknop's packet (<fwknop alice>, fwknopd's iptables rule): latency"
 fwk_chain
 kd_conf $SPAN_SMALL "$OPEN_FWK" "fwknopport   = $FWKNOPPORT
@@ -393,6 +406,8 @@ log "knockdaemon, fwknop's packet: flood"
 flood kd_fwk "$KD_PID" "$T/kd-fwk.log" flood_udp_fwk send_fwk close_fwk
 stop_pid "$KD_PID"
 
+fi
+if want kd_spa; then
 log "knockdaemon, single packet (nft set element with a kernel timeout, in process): latency"
 use_nft
 cmdcost nft "/usr/sbin/nft $(echo "$OPEN_NFT" | sed "s/IP/$CLIENT_IP/; s/PORT/$TARGET/")" close_nft
@@ -407,11 +422,13 @@ spa_packet "$T/spa-template.bin"
 trials kd_spa "$TRIALS" send_spa close_nft
 log "knockdaemon, single packet: flood"
 flood kd_spa "$KD_PID" "$T/kd-spa.log" flood_udp_spa send_spa close_nft
+fi
 
 # --- ssh through the closed door (knockdaemon's single packet, nft) ------------------------------
 # Debian's sshd in the server namespace on SSH_CLOSED (dropped until a knock) and SSH_OPEN;
 # `ssh -o ProxyCommand='knockclient -proxy %h %p' host true` through the closed door (closed
 # again before each run) against the same ssh to the open port without the knock.
+if want ssh; then
 log "ssh: closed door (knockclient -proxy) vs open port"
 made_run_sshd=
 if [ ! -d /run/sshd ]; then mkdir -m 0755 /run/sshd; made_run_sshd=1; fi
@@ -460,8 +477,11 @@ log "ssh: door $(stats "$T/ssh_door.lat"), open $(stats "$T/ssh_open.lat") (medi
 stop_pid "${E2E_PIDS[-1]}"
 [ -z "$made_run_sshd" ] || rmdir /run/sshd 2>/dev/null || true
 stop_pid "$KD_PID"
+fi
 
 # --- throughput on one core -------------------------------------------------------------------
+pcap_pps=- pcap_total=- found=- file_lps=- file_total=- file_cpu=0
+if want throughput; then
 log "throughput: pcap file"
 kd_common $SPAN_SMALL >"$T/pcap.conf"
 cat >>"$T/pcap.conf" <<CONF
@@ -538,6 +558,7 @@ file_cpu=$(( ($(cpu_ticks $FILE_PID) - ticks0) * 1000000 / HZ ))
 file_lps=$((file_total * 1000000 / file_us))
 log "file mode: $file_total lines in $file_us us: $file_lps lines/s (CPU $file_cpu us)"
 stop_pid $FILE_PID
+fi
 
 # --- the table ----------------------------------------------------------------------------------
 row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@"; }
