@@ -12,7 +12,7 @@ build=${BENCH_BUILD_DIR:-$root/build-release}
 
 bash "$root/scripts/install-deps.sh"
 missing=()
-for p in knockd hping3; do
+for p in knockd hping3 fwknop-server fwknop-client openssh-server openssh-client; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -27,7 +27,7 @@ if command -v systemctl >/dev/null && systemctl is-active -q knockd 2>/dev/null;
 fi
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j2 --target knockdaemon knockclient pcapgen >&2
+cmake --build "$build" -j2 --target knockdaemon knockclient knockctl pcapgen >&2
 cc -O2 -Wall -Wextra -o "$build/knockperf" "$root/bench/perf/knockperf.c"
 
 exec bash "$root/bench/perf/run.bash" "$build"

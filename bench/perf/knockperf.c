@@ -4,7 +4,8 @@
 //   knockperf knock SERVER TARGET TIMEOUT_MS GAP_US P1,P2,... [SOURCE]
 //        sends one SYN to each knock port (non-blocking connect, closed at once, as knockclient
 //        does), then probes SERVER:TARGET with a new SYN every 100 us until one connects.
-//        Prints "OK <latency_us> <last_knock_mono_ns>" or "TIMEOUT <last_knock_mono_ns>".
+//        Prints "OK <latency_us> <last_knock_mono_ns> <last_knock_realtime_ns>" or
+//        "TIMEOUT <last_knock_mono_ns>".
 //        Latency = last knock SYN sent -> connect() to TARGET completed (CLOCK_MONOTONIC,
 //        which every namespace on one machine shares).
 //   knockperf udp SERVER TARGET TIMEOUT_MS UDPPORT FILE [SOURCE]
@@ -179,7 +180,10 @@ static int probe(const char* server, int target, int timeout_ms, int64_t last) {
         if (err == 0 && (fds[i].revents & POLLOUT)) {
           int64_t done = mono_ns();
           for (int k = 0; k < live; ++k) close(fds[k].fd);
-          printf("OK %lld %lld\n", (long long)((done - last) / 1000), (long long)last);
+          struct timespec rt;  // the wall clock of the last knock packet, to match other tools' logs
+          clock_gettime(CLOCK_REALTIME, &rt);
+          const int64_t real = (int64_t)rt.tv_sec * 1000000000LL + rt.tv_nsec - (mono_ns() - last);
+          printf("OK %lld %lld %lld\n", (long long)((done - last) / 1000), (long long)last, (long long)real);
           return 0;
         }
         close(fds[i].fd);  // refused or reset: forget it

@@ -19,6 +19,10 @@ BIN=$(cd "$1" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 SOURCE_DIR=$(cd "$here/../.." && pwd)
 KP=$BIN/knockperf
+# BENCH_RT=1: the daemons and the client's measuring tool under SCHED_FIFO (chrt), to tell
+# waiting for a CPU from the daemon's own work (a diagnosis, not the default).
+RT=()
+[ -z "${BENCH_RT:-}" ] || RT=(chrt -f 10)
 TRIALS=${BENCH_TRIALS:-200}
 SSH_RUNS=${BENCH_SSH_RUNS:-20}
 FLOOD_KNOCKS=${BENCH_FLOOD_KNOCKS:-10}
@@ -128,7 +132,7 @@ spa_packet() {  # FILE
   "$BIN/knockclient" -conf "$T/spa-client.conf" -remote $SERVER_IP -client $KNOCK_SRC -port $TARGET -test |
     head -1 | perl -ne 'chomp; print pack "H*", $_' >"$1"
 }
-send_spa() { spa_packet "$T/spa.bin"; in_ns "$NS_CLIENT" "$KP" udp $SERVER_IP $TARGET "$1" $SPAPORT "$T/spa.bin" $KNOCK_SRC; }
+send_spa() { spa_packet "$T/spa.bin"; in_ns "$NS_CLIENT" "${RT[@]}" "$KP" udp $SERVER_IP $TARGET "$1" $SPAPORT "$T/spa.bin" $KNOCK_SRC; }
 # fwknop's packet: Debian's fwknop client makes it (--test: not sent) and saves it (-B).
 fwk_packet() {  # FILE
   HOME=$T/fwhome fwknop -A tcp/$TARGET -a $KNOCK_SRC -D $SERVER_IP --use-hmac --key-base64-rijndael "$FWK_KEY" \
@@ -148,7 +152,7 @@ trials() {
   for ((i = 0; i < n; i++)); do
     out=$($send 2000) || true
     case $out in
-      OK*) echo "${out#OK }" | cut -d' ' -f1 >>"$T/$name.lat" ;;
+      OK*) echo "${out#OK }" | cut -d' ' -f1 >>"$T/$name.lat"; echo "$out" >>"$T/$name.raw" ;;
       *) fails=$((fails + 1)) ;;
     esac
     $close_cmd
@@ -344,6 +348,8 @@ kd_conf() {  # SPAN COMMAND [extra config] [template key: system (default) or nf
 runmode      = network
 interface    = $BR
 snapshotsize = 1500
+controlsocket = $T/kd.sock
+${BENCH_KD_EXTRA:-}
 useethfilter = tcpsyn
 <ethfilter tcpsyn>
   proto = IP_PROTO_TCP
@@ -366,9 +372,19 @@ kd_common $SPAN_SMALL >"$T/client-small.conf"
 printf '%s\n' 'knock    = IP,PORT,FLAG0,CHECKSUM' 'proto    = spa' "spaport  = $SPAPORT" \
   "keyfile  = $T/alice.key" >"$T/spa-client.conf"
 chmod 600 "$T"/*.conf
+# hist NAME: the daemon's own histogram (knockctl metrics: from the packet's capture time stamp
+# to the rules done, i.e. the nft element added or the command started) of the knocks so far.
+hist() {
+  "$BIN/knockctl" -socket "$T/kd.sock" metrics >"$T/$1.metrics" || fail "knockctl metrics failed"
+  awk -F'[{}" ]+' '/^portknock_knock_to_action_seconds_bucket/ {le[++n]=$3; c[n]=$NF}
+    END { total=c[n]; split("0.5 0.99 1", q, " ")
+      for (k = 1; k <= 3; k++) { for (i = 1; i <= n && c[i] < q[k]*total; i++) ; out = out (k>1 ? " / " : "") (le[i]=="+Inf" ? "> 10 s" : "<= " le[i]*1000 " ms") }
+      print out " (n=" total ")" }' "$T/$1.metrics" >"$T/$1.hist"
+  log "$1 daemon histogram, median / p99 / max: $(cat "$T/$1.hist")"
+}
 start_kd() {  # CONF LOG
   "$BIN/knockdaemon" -check -conf "$1" >/dev/null || fail "config check failed: $1"
-  bg_in_ns "$NS_SERVER" "$2" "$BIN/knockdaemon" -conf "$1"
+  bg_in_ns "$NS_SERVER" "$2" "${RT[@]}" "$BIN/knockdaemon" -conf "$1"
   KD_PID=${E2E_PIDS[-1]}
   wait_for 10 "knockdaemon ready" grep -q "watching" "$2"
 }
@@ -378,6 +394,7 @@ log "knockdaemon (Blowfish, 256-port span, iptables): latency"
 kd_conf $SPAN_SMALL "$OPEN_IPT" >"$T/kd-ipt.conf"; chmod 600 "$T/kd-ipt.conf"
 start_kd "$T/kd-ipt.conf" "$T/kd-ipt.log"
 trials kd_ipt "$TRIALS" send_small close_ipt
+hist kd_ipt
 log "knockdaemon: flood"
 flood kd_ipt "$KD_PID" "$T/kd-ipt.log" flood_syn_span send_small close_ipt
 stop_pid "$KD_PID"
@@ -402,6 +419,7 @@ fwknopwindow = 120
 </fwknop>" >"$T/kd-fwk.conf"; chmod 600 "$T/kd-fwk.conf"
 start_kd "$T/kd-fwk.conf" "$T/kd-fwk.log"
 trials kd_fwk "$TRIALS" send_fwk close_fwk
+hist kd_fwk
 log "knockdaemon, fwknop's packet: flood"
 flood kd_fwk "$KD_PID" "$T/kd-fwk.log" flood_udp_fwk send_fwk close_fwk
 stop_pid "$KD_PID"
@@ -419,7 +437,13 @@ spawindow = 60
 </client>" nft "(PORT == $TARGET || PORT == $SSH_CLOSED) && IP eq LOGIP" >"$T/kd-spa.conf"; chmod 600 "$T/kd-spa.conf"
 start_kd "$T/kd-spa.conf" "$T/kd-spa.log"
 spa_packet "$T/spa-template.bin"
+# BENCH_STRACE=FILE: the monitor's system calls during the trials (strace -ttt -T), for a look at the tail.
+if [ -n "${BENCH_STRACE:-}" ]; then
+  strace -ttt -T -s 64 -p "$KD_PID" -o "$BENCH_STRACE" & STRACE_PID=$!; sleep 1
+fi
 trials kd_spa "$TRIALS" send_spa close_nft
+hist kd_spa
+if [ -n "${BENCH_STRACE:-}" ]; then kill "$STRACE_PID"; wait "$STRACE_PID" || true; fi
 log "knockdaemon, single packet: flood"
 flood kd_spa "$KD_PID" "$T/kd-spa.log" flood_udp_spa send_spa close_nft
 fi
@@ -587,8 +611,8 @@ loads() { echo "$(cat "$T/$1.load0") → $(cat "$T/$1.load1")"; }
   row "---" "---" "---" "---" "---" "---"
   row "knock to open, median / p99 / max ($TRIALS trials)" "$(lat knockd)" "$(lat fwknopd)" "$(lat kd_ipt)" "$(lat kd_spa)" "$(lat kd_fwk)"
   row "load average during the trials (1, 5, 15 min: start → end)" "$(loads knockd)" "$(loads fwknopd)" "$(loads kd_ipt)" "$(loads kd_spa)" "$(loads kd_fwk)"
-  row "own share: last packet to command started (sh -c stamp), median / p99" "$(shr knockd)" "-" "$(shr kd)" "-" "-"
-  row "own share minus the sh start below (detection and dispatch)" "$(det knockd)" "-" "$(det kd)" "-" "-"
+  row "own share: the daemon's histogram (knockctl metrics), capture time stamp to nft element added or command started: median / p99 / max, as its bucket bounds" "-" "-" "$(cat "$T/kd_ipt.hist" 2>/dev/null)" "$(cat "$T/kd_spa.hist" 2>/dev/null)" "$(cat "$T/kd_fwk.hist" 2>/dev/null)"
+  row "own share: last packet to command started (a stamp command), median / p99" "$(shr knockd) (through sh -c)" "-" "$(shr kd) (started directly)" "-" "-"
   row "the firewall command alone as a process (sh -c, median of 20)" "$(cost ipt.cost)" "$(cost fwknopd.cost) (its 5 iptables processes)" "$(cost ipt.cost)" "$(cost nft.cost) (as an nft process; in process: none)" "$(cost fwk.cost)"
   row "flood: what, received (pkt/s, sources 198.18.4.0-198.19.255.255)" "SYNs to port 7000: $(fl knockd rate)" "random base64 datagrams of a packet's length: $(fl fwknopd rate)" "SYNs into the span: $(fl kd_ipt rate)" "datagrams with a valid header, random nonce, ciphertext and tag: $(fl kd_spa rate)" "random base64 datagrams of a packet's length: $(fl kd_fwk rate)"
   row "flood: real knocks open within 10 ms" "$(fl knockd fast)" "$(fl fwknopd fast)" "$(fl kd_ipt fast)" "$(fl kd_spa fast)" "$(fl kd_fwk fast)"
@@ -604,3 +628,6 @@ loads() { echo "$(cat "$T/$1.load0") → $(cat "$T/$1.load1")"; }
   echo
   echo "sh -c start alone (spawn to a stamp command running): $(cost sh.spawn) median."
 } | tee "$BIN/bench-result.md"
+# The raw figures (latencies in us, in trial order), for a closer look.
+rm -rf "$BIN/bench-raw"; mkdir -p "$BIN/bench-raw"
+cp "$T"/*.lat "$T"/*.raw "$T"/*.share "$T"/*.cost "$T"/*.metrics "$BIN/bench-raw/" 2>/dev/null || true
