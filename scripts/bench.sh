@@ -27,7 +27,7 @@ if command -v systemctl >/dev/null && systemctl is-active -q knockd 2>/dev/null;
 fi
 
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j2 --target knockdaemon knockclient knockctl pcapgen >&2
+cmake --build "$build" -j2 --target knockdaemon knockclient knockctl pcapgen spa_bench fwknop_bench >&2
 cc -O2 -Wall -Wextra -o "$build/knockperf" "$root/bench/perf/knockperf.c"
 
 exec bash "$root/bench/perf/run.bash" "$build"
