@@ -135,7 +135,7 @@ spa_packet() {  # FILE
     head -1 | perl -ne 'chomp; print pack "H*", $_' >"$1"
 }
 CRT=()
-[ -z "${BENCH_RT:-}" ] || CRT=(chrt -f 10)
+[ "${BENCH_RT:-}" != all ] || CRT=(chrt -f 10)  # BENCH_RT=all: the client too
 send_spa() { spa_packet "$T/spa.bin"; in_ns "$NS_CLIENT" "${CRT[@]}" "$KP" udp $SERVER_IP $TARGET "$1" $SPAPORT "$T/spa.bin" $KNOCK_SRC; }
 # fwknop's packet: Debian's fwknop client makes it (--test: not sent) and saves it (-B).
 fwk_packet() {  # FILE
