@@ -492,17 +492,20 @@ ssh_ms() {  # ssh ARGS...: the milliseconds of `ssh ARGS... true` from the clien
 }
 close_ssh() { in_ns "$NS_SERVER" nft delete element inet pk allowed "{ $CLIENT_IP . $SSH_CLOSED }" 2>/dev/null || true; }
 cannot_connect "$NS_CLIENT" $SERVER_IP $SSH_CLOSED || fail "the ssh door is open before any knock"
-: >"$T/ssh_door.lat"; : >"$T/ssh_open.lat"
+: >"$T/ssh_door.lat"; : >"$T/ssh_open.lat"; : >"$T/ssh_popen.lat"
+PROXY="$BIN/knockclient -conf $T/spa-client.conf -proxy %h %p"
 echo "$(load)" >"$T/ssh.load0"
 for ((i = 0; i < SSH_RUNS; i++)); do
   close_ssh
-  ssh_ms -o ProxyCommand="$BIN/knockclient -conf $T/spa-client.conf -proxy %h %p" -p $SSH_CLOSED root@$SERVER_IP >>"$T/ssh_door.lat"
+  ssh_ms -o ProxyCommand="$PROXY" -p $SSH_CLOSED root@$SERVER_IP >>"$T/ssh_door.lat"
   ssh_ms -p $SSH_OPEN root@$SERVER_IP >>"$T/ssh_open.lat"
+  ssh_ms -o ProxyCommand="$PROXY" -p $SSH_OPEN root@$SERVER_IP >>"$T/ssh_popen.lat"  # knocks too; the port is open
 done
 close_ssh
 paste "$T/ssh_door.lat" "$T/ssh_open.lat" | awk '{print $1 - $2}' >"$T/ssh_diff.lat"
+paste "$T/ssh_door.lat" "$T/ssh_popen.lat" | awk '{print $1 - $2}' >"$T/ssh_pdiff.lat"
 echo "$(load)" >"$T/ssh.load1"
-log "ssh: door $(stats "$T/ssh_door.lat"), open $(stats "$T/ssh_open.lat"), door - open (paired) $(stats "$T/ssh_diff.lat") (median p99 n max, us); load $(cat "$T/ssh.load0") -> $(cat "$T/ssh.load1")"
+log "ssh: door $(stats "$T/ssh_door.lat"), open $(stats "$T/ssh_open.lat"), door - open (paired) $(stats "$T/ssh_diff.lat"), proxy to the open port $(stats "$T/ssh_popen.lat"), door - that (paired) $(stats "$T/ssh_pdiff.lat") (median p99 n max, us); load $(cat "$T/ssh.load0") -> $(cat "$T/ssh.load1")"
 stop_pid "${E2E_PIDS[-1]}"
 [ -z "$made_run_sshd" ] || rmdir /run/sshd 2>/dev/null || true
 stop_pid "$KD_PID"
@@ -619,8 +622,8 @@ loads() { echo "$(cat "$T/$1.load0") → $(cat "$T/$1.load1")"; }
   awk -v k="$(med knockd.lat)" -v f="$(med fwknopd.lat)" -v a="$(med kd_ipt.lat)" -v s="$(med kd_spa.lat)" -v w="$(med kd_fwk.lat)" 'BEGIN {
     printf "**Knock to open (medians): knockdaemon'"'"'s single packet with an in-process nft element %.2f ms: %.0fx faster than fwknopd (%.2f ms) and %.0fx faster than knockd (%.2f ms). ", s/1000, f/s, f/1000, k/s, k/1000
     printf "With the same iptables commands: fwknop'"'"'s own packet %.1fx faster through knockdaemon than through fwknopd (%.2f ms); the original port knock %.1fx faster than knockd (%.2f ms).**\n", f/w, w/1000, k/a, a/1000 }'
-  awk -v d="$(med ssh_door.lat)" -v o="$(med ssh_open.lat)" -v x="$(med ssh_diff.lat)" 'BEGIN {
-    printf "**ssh through the closed door (ProxyCommand knockclient -proxy): median %.1f ms vs %.1f ms to an open port; median of the paired differences %+.1f ms.**\n", d/1000, o/1000, x/1000 }'
+  awk -v d="$(med ssh_door.lat)" -v o="$(med ssh_open.lat)" -v x="$(med ssh_diff.lat)" -v p="$(med ssh_popen.lat)" -v y="$(med ssh_pdiff.lat)" 'BEGIN {
+    printf "**ssh through the closed door (ProxyCommand knockclient -proxy): median %.1f ms vs %.1f ms to an open port (paired differences: median %+.1f ms), %.1f ms with the same ProxyCommand to the open port (%+.1f ms).**\n", d/1000, o/1000, x/1000, p/1000, y/1000 }'
   echo
   row "measure" "knockd 0.8 (3-port sequence, iptables)" "fwknopd 2.6 (fwknop client packet, its FWKNOP_INPUT chain)" \
     "knockdaemon, the original's port knock (Blowfish, iv, 256-port span: $(ports_small | tr ',' '\n' | wc -l) SYNs, iptables)" \
@@ -640,7 +643,7 @@ loads() { echo "$(cat "$T/$1.load0") → $(cat "$T/$1.load1")"; }
   row "flood: log lines written during the flood" "$(fl knockd lines)" "$(fl fwknopd lines)" "$(fl kd_ipt lines)" "$(fl kd_spa lines)" "$(fl kd_fwk lines)"
   row "flood: load average at its start" "$(fl knockd load)" "$(fl fwknopd load)" "$(fl kd_ipt load)" "$(fl kd_spa load)" "$(fl kd_fwk load)"
   row "ssh -o ProxyCommand='knockclient -proxy %h %p' host true through the closed door, median / max ($SSH_RUNS runs)" "-" "-" "-" \
-    "$(read -r m p n x <<<"$(stats "$T/ssh_door.lat")"; echo "$(ms "$m") / $(ms "$x"); the same ssh to an open port: $(ms "$(med ssh_open.lat)"); median of the paired differences (door − open, run by run): $(ms "$(med ssh_diff.lat)"); load $(loads ssh)")" "-"
+    "$(read -r m p n x <<<"$(stats "$T/ssh_door.lat")"; echo "$(ms "$m") / $(ms "$x"); the same ssh to an open port: $(ms "$(med ssh_open.lat)") without ProxyCommand, $(ms "$(med ssh_popen.lat)") with it; medians of the paired differences (run by run): door − open $(ms "$(med ssh_diff.lat)"), door − open with ProxyCommand $(ms "$(med ssh_pdiff.lat)"); load $(loads ssh)")" "-"
   row "refused datagrams per second, one core (Google Benchmark, taskset -c 0, median of 3)" "-" "-" "-" \
     "$gb_spa (spa_bench BM_RefusedTag/1/0: right length, known key id, the tag fails)" "$gb_fwk (fwknop_bench BM_FwknopRefusedRandom/1/1: canonical base64, the HMAC fails)"
   row "pcap file, one core (taskset -c 0): packets/s" "n/a (no file input)" "-" "$pcap_pps ($pcap_total packets, $found/20 knocks found)" "-" "-"
