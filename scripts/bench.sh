@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh: portknock's knockdaemon beside Debian's knockd, measured in one run (not a test).
+# bench.sh: portknock's knockdaemon beside Debian's knockd and fwknopd, measured in one run (not a test).
 # Run as root from a clone on Debian 12. Installs what is missing (scripts/install-deps.sh, knockd,
 # hping3), builds in Release into build-release/ (or $BENCH_BUILD_DIR), builds the measuring tool
 # bench/perf/knockperf.c, then runs bench/perf/run.bash: network namespaces in 198.18.0.0/15,
