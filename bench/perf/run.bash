@@ -21,6 +21,7 @@ SOURCE_DIR=$(cd "$here/../.." && pwd)
 KP=$BIN/knockperf
 # BENCH_RT=1: the daemons and the client's measuring tool under SCHED_FIFO (chrt), to tell
 # waiting for a CPU from the daemon's own work (a diagnosis, not the default).
+# BENCH_FWKNOPD_EXTRA: lines added to fwknopd.conf (e.g. "PCAP_LOOP_SLEEP 1000;").
 # BENCH_NICE=N: the daemons at nice N instead (e.g. -10, as a unit's Nice= would set).
 RT=()
 [ -z "${BENCH_RT:-}" ] || RT=(chrt -f 10)
@@ -309,6 +310,7 @@ PCAP_INTF                 $BR;
 PCAP_FILTER               udp port $FWKNOPPORT;
 ENABLE_PCAP_PROMISC       N;
 FWKNOP_RUN_DIR            $T/fwknopd;
+${BENCH_FWKNOPD_EXTRA:-}
 CONF
 cat >"$T/fwknopd/access.conf" <<CONF
 SOURCE                  198.18.0.0/15
