@@ -4,15 +4,24 @@
 //   knockperf knock SERVER TARGET TIMEOUT_MS GAP_US P1,P2,... [SOURCE]
 //        sends one SYN to each knock port (non-blocking connect, closed at once, as knockclient
 //        does), then probes SERVER:TARGET with a new SYN every 100 us until one connects.
-//        Prints "OK <latency_us> <last_knock_mono_ns>" or "TIMEOUT <last_knock_mono_ns>".
+//        Prints "OK <latency_us> <last_knock_mono_ns> <last_knock_realtime_ns>" or
+//        "TIMEOUT <last_knock_mono_ns>".
 //        Latency = last knock SYN sent -> connect() to TARGET completed (CLOCK_MONOTONIC,
 //        which every namespace on one machine shares).
+//   knockperf udp SERVER TARGET TIMEOUT_MS UDPPORT FILE [SOURCE]
+//        sends FILE's bytes as one UDP datagram to SERVER:UDPPORT (a single-packet knock made by
+//        a client beforehand), then probes as `knock` does. Same output; latency from the send.
 //   knockperf stamp FILE                  appends CLOCK_MONOTONIC in ns to FILE (for templates)
 //   knockperf run CMD                     runs /bin/sh -c CMD; prints its wall time in us and
 //                                         its start (CLOCK_MONOTONIC ns)
 //   knockperf flood DST LO HI SECONDS     raw SYN flood to DST ports LO..HI from random sources
 //        in 198.18.0.0/15 (minus 198.18.0.0/22 where the bench hosts live) as fast as it can.
 //        Prints the number of packets sent.
+//   knockperf udpflood DST PORT SECONDS TEMPLATE KEEP ALPHABET
+//        raw UDP flood to DST:PORT from the same random sources: each datagram is TEMPLATE's
+//        bytes with all but the first KEEP replaced by random ones, drawn from ALPHABET: `bin`
+//        (any byte) or `b64` (fwknop's base64 characters), so that each one gets as far as the
+//        receiver's authentication check. Prints the number of datagrams sent.
 // Addresses: whatever the caller passes; the bench uses 198.18.0.0/15 only.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -93,6 +102,25 @@ static int cmd_listen(int port) {
 }
 
 #define MAX_PROBES 256
+static int probe(const char* server, int target, int timeout_ms, int64_t last);
+
+static int cmd_udp(const char* server, int target, int timeout_ms, int udp_port, const char* file) {
+  static unsigned char buf[65536];
+  int in = open(file, O_RDONLY | O_CLOEXEC);
+  if (in < 0) die(file);
+  ssize_t len = read(in, buf, sizeof buf);
+  if (len <= 0) die("read");
+  close(in);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket");
+  if (g_source && bind(fd, (const struct sockaddr*)g_source, sizeof *g_source) != 0) die("bind");
+  struct sockaddr_in a = addr_of(server, udp_port);
+  if (sendto(fd, buf, (size_t)len, 0, (const struct sockaddr*)&a, sizeof a) != len) die("sendto");
+  const int64_t last = mono_ns();
+  close(fd);
+  return probe(server, target, timeout_ms, last);
+}
+
 static int cmd_knock(const char* server, int target, int timeout_ms, int gap_us, const char* list) {
   int ports[4096], n = 0;
   for (const char* p = list; *p && n < 4096;) {
@@ -109,6 +137,11 @@ static int cmd_knock(const char* server, int target, int timeout_ms, int gap_us,
     last = mono_ns();
     if (fd >= 0) close(fd);
   }
+  return probe(server, target, timeout_ms, last);
+}
+
+// Probes SERVER:TARGET with a new SYN every 100 us from `last` on until one connects.
+static int probe(const char* server, int target, int timeout_ms, int64_t last) {
   const struct sockaddr_in t = addr_of(server, target);
   const int64_t deadline = last + (int64_t)timeout_ms * 1000000LL;
   const int64_t step = 100000;  // a new probe SYN every 100 us
@@ -147,7 +180,10 @@ static int cmd_knock(const char* server, int target, int timeout_ms, int gap_us,
         if (err == 0 && (fds[i].revents & POLLOUT)) {
           int64_t done = mono_ns();
           for (int k = 0; k < live; ++k) close(fds[k].fd);
-          printf("OK %lld %lld\n", (long long)((done - last) / 1000), (long long)last);
+          struct timespec rt;  // the wall clock of the last knock packet, to match other tools' logs
+          clock_gettime(CLOCK_REALTIME, &rt);
+          const int64_t real = (int64_t)rt.tv_sec * 1000000000LL + rt.tv_nsec - (mono_ns() - last);
+          printf("OK %lld %lld %lld\n", (long long)((done - last) / 1000), (long long)last, (long long)real);
           return 0;
         }
         close(fds[i].fd);  // refused or reset: forget it
@@ -251,6 +287,71 @@ static int cmd_flood(const char* dst, int lo, int hi, double seconds) {
   return 0;
 }
 
+static int cmd_udpflood(const char* dst, int port, double seconds, const char* file, int keep, const char* alphabet) {
+  static unsigned char tmpl[1400];
+  int in = open(file, O_RDONLY | O_CLOEXEC);
+  if (in < 0) die(file);
+  ssize_t tlen = read(in, tmpl, sizeof tmpl);
+  if (tlen <= 0) die("read");
+  close(in);
+  if (keep < 0 || keep > tlen) keep = (int)tlen;
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const int use_b64 = !strcmp(alphabet, "b64");
+  int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);  // implies IP_HDRINCL
+  if (fd < 0) die("raw socket");
+  const struct sockaddr_in to = addr_of(dst, 0);
+  enum { BATCH = 64 };
+  const int len = 28 + (int)tlen;
+  static unsigned char pkt[BATCH][28 + 1400];
+  struct iovec iov[BATCH];
+  struct mmsghdr msgs[BATCH];
+  memset(msgs, 0, sizeof msgs);
+  for (int i = 0; i < BATCH; ++i) {
+    iov[i].iov_base = pkt[i];
+    iov[i].iov_len = (size_t)len;
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = (void*)&to;
+    msgs[i].msg_hdr.msg_namelen = sizeof to;
+  }
+  uint64_t x = (uint64_t)mono_ns() | 1, sent = 0;
+  const int64_t end = mono_ns() + (int64_t)(seconds * 1e9);
+  const uint32_t d = ntohl(to.sin_addr.s_addr);
+  while (mono_ns() < end) {
+    for (int i = 0; i < BATCH; ++i) {
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      const uint32_t s = 0xC6120400u + (uint32_t)(x % (131072u - 1024u));
+      const uint16_t sport = (uint16_t)(1024 + (x >> 48) % 60000);
+      unsigned char* p = pkt[i];
+      memset(p, 0, 28);
+      struct iphdr* ip = (struct iphdr*)p;
+      ip->version = 4;
+      ip->ihl = 5;
+      ip->tot_len = htons((uint16_t)len);
+      ip->id = (uint16_t)x;
+      ip->ttl = 64;
+      ip->protocol = IPPROTO_UDP;
+      ip->saddr = htonl(s);
+      ip->daddr = htonl(d);
+      unsigned char* body = p + 28;
+      memcpy(body, tmpl, (size_t)keep);
+      for (int k = keep; k < tlen; ++k) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        body[k] = use_b64 ? (unsigned char)b64[x % 64] : (unsigned char)x;
+      }
+      p[20] = (unsigned char)(sport >> 8), p[21] = (unsigned char)sport;
+      p[22] = (unsigned char)(port >> 8), p[23] = (unsigned char)port;
+      p[24] = (unsigned char)((len - 20) >> 8), p[25] = (unsigned char)(len - 20);
+      p[26] = p[27] = 0;  // no UDP checksum (allowed over IPv4)
+    }
+    int r = sendmmsg(fd, msgs, BATCH, 0);
+    if (r > 0) sent += (uint64_t)r;
+    else if (errno != ENOBUFS && errno != EAGAIN && errno != EINTR) die("sendmmsg");
+  }
+  printf("%llu\n", (unsigned long long)sent);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc >= 3 && !strcmp(argv[1], "listen")) return cmd_listen(atoi(argv[2]));
   if (argc >= 7 && !strcmp(argv[1], "knock")) {
@@ -261,6 +362,16 @@ int main(int argc, char** argv) {
     }
     return cmd_knock(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
   }
+  if (argc >= 7 && !strcmp(argv[1], "udp")) {
+    static struct sockaddr_in src;
+    if (argc >= 8) {
+      src = addr_of(argv[7], 0);
+      g_source = &src;
+    }
+    return cmd_udp(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]), argv[6]);
+  }
+  if (argc >= 8 && !strcmp(argv[1], "udpflood"))
+    return cmd_udpflood(argv[2], atoi(argv[3]), atof(argv[4]), argv[5], atoi(argv[6]), argv[7]);
   if (argc >= 3 && !strcmp(argv[1], "stamp")) return cmd_stamp(argv[2]);
   if (argc >= 3 && !strcmp(argv[1], "run")) return cmd_run(argv[2]);
   if (argc >= 6 && !strcmp(argv[1], "flood")) return cmd_flood(argv[2], atoi(argv[3]), atoi(argv[4]), atof(argv[5]));
