@@ -219,6 +219,7 @@ bool LogFollower::read_stream(Stream& s, const LineCallback& callback, std::size
       return true;
     }
     s.pos += n;
+    s.seen_mtime = {};  // the file moved on since its time was noted: note it again at its end
     budget -= static_cast<std::size_t>(n);
     stats_.bytes += static_cast<std::uint64_t>(n);
     std::string_view chunk(buffer_.data(), static_cast<std::size_t>(n));
