@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <chrono>
@@ -192,14 +193,24 @@ bool LogFollower::read_stream(Stream& s, const LineCallback& callback, std::size
   if (s.fd < 0) return true;
   struct stat st {};
   const bool known = s.seen_mtime.tv_sec != 0 || s.seen_mtime.tv_nsec != 0;
-  if (fstat(s.fd, &st) == 0 && (st.st_size < s.pos || (st.st_size == s.pos && s.pos > 0 && known &&
-                                                        (st.st_mtim.tv_sec != s.seen_mtime.tv_sec ||
-                                                         st.st_mtim.tv_nsec != s.seen_mtime.tv_nsec)))) {
-    // truncated under us (copytruncate), possibly already written again up to where we were:
-    // an append always makes the file longer, so a newer file of the same length was rewritten
+  bool truncated = false;
+  if (fstat(s.fd, &st) == 0) {
+    if (st.st_size < s.pos) {
+      truncated = true;  // truncated under us (copytruncate)
+    } else if (st.st_size == s.pos && s.pos > 0 && known && s.tail_len > 0 &&
+               (st.st_mtim.tv_sec != s.seen_mtime.tv_sec || st.st_mtim.tv_nsec != s.seen_mtime.tv_nsec)) {
+      // Newer, and no longer than where we were: truncated and written again up to here, or
+      // an append whose size is not visible yet. Only the first changes the bytes we read last.
+      std::array<char, 32> now{};
+      const ssize_t got = pread(s.fd, now.data(), s.tail_len, s.pos - static_cast<off_t>(s.tail_len));
+      truncated = got != static_cast<ssize_t>(s.tail_len) || std::memcmp(now.data(), s.tail.data(), s.tail_len) != 0;
+    }
+  }
+  if (truncated) {
     lseek(s.fd, 0, SEEK_SET);
     s.pos = 0;
     s.seen_mtime = {};
+    s.tail_len = 0;
     s.partial.clear();
     s.skipping = false;
     ++stats_.truncations;
@@ -220,6 +231,13 @@ bool LogFollower::read_stream(Stream& s, const LineCallback& callback, std::size
     }
     s.pos += n;
     s.seen_mtime = {};  // the file moved on since its time was noted: note it again at its end
+    {  // keep the last bytes read (at most tail.size())
+      const std::size_t take = std::min<std::size_t>(static_cast<std::size_t>(n), s.tail.size());
+      const std::size_t keep = std::min(s.tail_len, s.tail.size() - take);
+      std::memmove(s.tail.data(), s.tail.data() + s.tail_len - keep, keep);
+      std::memcpy(s.tail.data() + keep, buffer_.data() + n - static_cast<ssize_t>(take), take);
+      s.tail_len = keep + take;
+    }
     budget -= static_cast<std::size_t>(n);
     stats_.bytes += static_cast<std::uint64_t>(n);
     std::string_view chunk(buffer_.data(), static_cast<std::size_t>(n));

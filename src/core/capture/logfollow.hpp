@@ -4,6 +4,7 @@
 // yet) and by truncation, picks up a file that appears later or reappears after deletion.
 // Wakes on inotify (the directory is watched) with Options::interval as the upper bound
 // between checks. Lines are bounded: longer ones are skipped and counted, never buffered.
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -78,6 +79,11 @@ class LogFollower {
     // The modification time when the file was last read to its end (pos == size); {0, 0}: not
     // known. A file no longer than pos with a newer time was truncated and written again.
     struct timespec seen_mtime {};
+    // The last bytes read before pos: a file of the same length with a newer time whose bytes
+    // there changed was rewritten; unchanged, it is only being appended to (the time moves
+    // before the size does during a write).
+    std::array<char, 32> tail{};
+    std::size_t tail_len = 0;
     std::string partial;     // start of a line not yet terminated (<= max_line)
     bool skipping = false;   // discarding up to the next newline
   };
