@@ -50,6 +50,7 @@
 #include "util/error.hpp"
 #include "util/files.hpp"
 #include "util/log.hpp"
+#include "util/text.hpp"
 
 namespace knock::daemon {
 
@@ -175,6 +176,8 @@ class Daemon final : public KnockSink {
   // Ends the worker (SIGKILL: it holds nothing to save) and collects how it ended. `why`
   // empty: a normal stop, not logged as trouble.
   void stop_worker(const std::string& why);
+
+  pid_t end_worker(int* status = nullptr);
 
   // The worker's socket is readable: its messages, or its end.
   void serve_worker();

@@ -97,15 +97,24 @@ void Daemon::start_worker() {
 
 void Daemon::stop_worker(const std::string& why) {
   if (worker_pid_ < 0) return;
-  ::kill(worker_pid_, SIGKILL);
-  int status = 0;
-  while (waitpid(worker_pid_, &status, 0) < 0 && errno == EINTR) {
+  const pid_t pid = end_worker();
+  if (!why.empty()) log::info("worker " + std::to_string(pid) + " stopped (" + why + ")");
+}
+
+// SIGKILL (it holds nothing to save; one that closed its socket but lives on ends all the
+// same), collects its status, keeps its counters, lets go of its channel. Returns its pid.
+pid_t Daemon::end_worker(int* status) {
+  const pid_t pid = worker_pid_;
+  ::kill(pid, SIGKILL);
+  int ignored = 0;
+  int* st = status != nullptr ? status : &ignored;
+  while (waitpid(pid, st, 0) < 0 && errno == EINTR) {
   }
-  if (!why.empty()) log::info("worker " + std::to_string(worker_pid_) + " stopped (" + why + ")");
   fold_worker_counters();
   ::close(monitor_sock_);
   monitor_sock_ = -1;
   worker_pid_ = -1;
+  return pid;
 }
 
 void Daemon::serve_worker() {
@@ -302,11 +311,8 @@ void Daemon::answer_log_check(const privsep::LogCheck& check, std::string& why) 
 }
 
 void Daemon::worker_ended() {
-  const pid_t pid = worker_pid_;
-  ::kill(pid, SIGKILL);  // a worker that closed its socket but lives on is ended all the same
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  const pid_t pid = end_worker(&status);
   std::string how;
   if (WIFEXITED(status)) {
     how = "exited with status " + std::to_string(WEXITSTATUS(status));
@@ -315,10 +321,6 @@ void Daemon::worker_ended() {
     how = std::string("killed by signal ") + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
     if (WTERMSIG(status) == SIGSYS) how += ": a system call its seccomp filter forbids";
   }
-  fold_worker_counters();
-  ::close(monitor_sock_);
-  monitor_sock_ = -1;
-  worker_pid_ = -1;
   if (WIFEXITED(status) && WEXITSTATUS(status) == kWorkerSourceFailed) {
     sources_.clear();
     open_sources(false);

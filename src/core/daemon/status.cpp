@@ -28,14 +28,7 @@ void Daemon::open_control() {
   }
 }
 
-std::string Daemon::format_wall(double t) {
-  const auto secs = static_cast<std::time_t>(t);
-  struct tm tm_local {};
-  localtime_r(&secs, &tm_local);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm_local);
-  return stamp;
-}
+std::string Daemon::format_wall(double t) { return local_time_text(t); }
 
 privsep::Counters Daemon::source_totals() {
   privsep::Counters c;

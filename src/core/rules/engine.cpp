@@ -982,12 +982,7 @@ std::vector<std::string> Engine::pending_descriptions(bool relative) const {
   std::vector<std::string> out;
   const double wall = clock_->wall();
   for (const auto& p : pending()) {
-    std::time_t t = static_cast<std::time_t>(p.due);
-    struct tm tm_local {};
-    localtime_r(&t, &tm_local);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm_local);
-    std::string line = std::string("due ") + stamp;
+    std::string line = "due " + local_time_text(p.due);
     if (relative) line += " (in " + format_number(std::max(0.0, std::round(p.due - wall)), true) + "s)";
     out.push_back(line + ": " + p.origin + ": " + p.command);
   }

@@ -1,5 +1,7 @@
 #include "util/text.hpp"
 
+#include <ctime>
+
 #include <array>
 
 namespace knock {
@@ -37,6 +39,15 @@ std::vector<std::string> split_words(std::string_view text) {
   }
   if (!word.empty()) out.push_back(std::move(word));
   return out;
+}
+
+std::string local_time_text(double unix_seconds) {
+  const auto secs = static_cast<std::time_t>(unix_seconds);
+  struct tm tm_local {};
+  localtime_r(&secs, &tm_local);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm_local);
+  return stamp;
 }
 
 }  // namespace knock

@@ -15,5 +15,7 @@ std::string_view trim_blanks(std::string_view text) noexcept;
 std::optional<bool> parse_yes_no(std::string_view text) noexcept;
 // The words of a value, split at blanks and commas ("eth0 eth1", "eth0,eth1").
 std::vector<std::string> split_words(std::string_view text);
+// "2024-03-05 10:10:00": Unix seconds as local time, for logs and knockctl.
+std::string local_time_text(double unix_seconds);
 
 }  // namespace knock
