@@ -69,6 +69,7 @@ for f in ./usr/sbin/knockdaemon ./usr/bin/knockclient ./etc/portknock/knockdaemo
          ./lib/systemd/system/knockdaemon.service ./usr/lib/tmpfiles.d/portknock.conf \
          ./usr/share/doc/portknock/README.Debian \
          ./usr/share/doc/portknock/README.md ./usr/share/doc/portknock/PROTOCOL.md \
+         ./usr/share/doc/portknock/examples/knockdaemon.service.d/realtime.conf \
          ./usr/share/doc/portknock/copyright ./usr/share/bash-completion/completions/knockclient \
          ./usr/share/bash-completion/completions/knockdaemon ./usr/share/bash-completion/completions/knockctl; do
   grep -Eq " $f(\.gz)?\$" "$tmp/contents" || fail "not in the package: $f"

@@ -13,7 +13,7 @@ p=${prefix#/}
 for f in $p/sbin/knockdaemon $p/bin/knockclient $p/sbin/knockctl $p/share/man/man1/knockctl.1 etc/portknock/knockdaemon.conf etc/portknock/knockclient.conf \
          etc/portknock/logformats.conf $p/share/man/man1/knockdaemon.1 $p/share/man/man1/knockclient.1 \
          $p/lib/systemd/system/knockdaemon.service $p/lib/tmpfiles.d/portknock.conf \
-         $p/share/doc/portknock/PROTOCOL.md \
+         $p/share/doc/portknock/PROTOCOL.md $p/share/doc/portknock/examples/knockdaemon.service.d/realtime.conf \
          $p/share/bash-completion/completions/knockdaemon $p/share/bash-completion/completions/knockclient \
          $p/share/bash-completion/completions/knockctl; do
   [ -e "$r/$f" ] || fail "not installed: /$f"

@@ -86,4 +86,21 @@ grep -q "^ExecStartPre=$bindir/knockdaemon -check " "$unit" || missing+=("ExecSt
 awk -v s="$score" -v m="$MAX_SCORE" 'BEGIN { exit !(s + 0 <= m + 0) }' ||
   missing+=("systemd-analyze security score $score is over $MAX_SCORE")
 ((${#missing[@]} == 0)) || fail "$(printf '%s; ' "${missing[@]}")"
+
+# The drop-in for `realtime = N` (packaging/realtime.conf) is read and does what it says: verify
+# stays silent, and the offline security check then counts RestrictRealtime= and CAP_SYS_NICE
+# against the unit (it gives back nothing else).
+say "== with packaging/realtime.conf as a drop-in"
+mkdir -p "$tmp/knockdaemon.service.d"
+cp "$SOURCE_DIR/packaging/realtime.conf" "$tmp/knockdaemon.service.d/"
+rc=0
+MANPATH=$tmp/man systemd-analyze verify "$unit" >"$tmp/verify" 2>&1 || rc=$?
+[ "$rc" = 0 ] && [ ! -s "$tmp/verify" ] || fail "systemd-analyze verify with the drop-in (exit $rc): $(cat "$tmp/verify")"
+systemd-analyze security --offline=true --no-pager "$unit" >"$tmp/security-rt" 2>&1 || true
+grep '^✗' "$tmp/security-rt" | grep -q 'RestrictRealtime=' || fail "the drop-in was not read: $(grep '^✗' "$tmp/security-rt")"
+grep '^✗' "$tmp/security-rt" | grep -q 'CAP_SYS_(NICE' || fail "CAP_SYS_NICE not given: $(grep '^✗' "$tmp/security-rt")"
+extra=$(diff <(grep '^✗' "$tmp/security" | sed 's/ *[0-9.]*$//') <(grep '^✗' "$tmp/security-rt" | sed 's/ *[0-9.]*$//') |
+  sed -n 's/^> //p' | grep -v 'RestrictRealtime=\|CAP_SYS_(NICE\|SystemCallFilter=' || true)
+[ -z "$extra" ] || fail "the drop-in gives back more than it says: $extra"
+say "score with it: $(sed -n 's/.*Overall exposure level for knockdaemon\.service: \([0-9]*\.[0-9]\).*/\1/p' "$tmp/security-rt")"
 echo PASS

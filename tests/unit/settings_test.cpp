@@ -112,3 +112,20 @@ TEST(Settings, PrivilegeSeparationControlSocketAndCommandCapabilities) {
   EXPECT_EQ(error_line(kKnock + "privsep = maybe\n"), 3);
   EXPECT_EQ(error_line(kKnock + "controlsocket = relative.sock\n"), 3);
 }
+
+TEST(Settings, RealtimeIsOffByDefaultAndBounded) {
+  auto s = load(kKnock);
+  EXPECT_EQ(s.realtime.priority, 0);
+  EXPECT_DOUBLE_EQ(s.realtime.max_share, 0.5);
+  s = load(kKnock + "realtime = 10\nrealtimecpu = 20\n");
+  EXPECT_EQ(s.realtime.priority, 10);
+  EXPECT_DOUBLE_EQ(s.realtime.max_share, 0.2);
+  std::string m;
+  EXPECT_EQ(error_line(kKnock + "realtime = 99\n", &m), 3);  // the monitor runs one above
+  EXPECT_NE(m.find("realtime"), std::string::npos);
+  EXPECT_EQ(error_line(kKnock + "realtime = 2.5\n", &m), 3);
+  EXPECT_NE(m.find("whole number"), std::string::npos);
+  EXPECT_EQ(error_line(kKnock + "realtime = fast\n"), 3);
+  EXPECT_EQ(error_line(kKnock + "realtimecpu = 0\n"), 3);
+  EXPECT_EQ(error_line(kKnock + "realtimecpu = 101\n"), 3);
+}

@@ -342,6 +342,7 @@ int Daemon::run_live() {
     log::info("commands run with capabilities bounded to " + bounding_set_hex() + " (commandcaps)");
   }
   privsep_ = current_->settings.privsep;
+  watch_priority(wall_clock());  // before the worker is forked and before a drop to `user`
   if (privsep_) return run_monitor(signal_fd);
   if (const auto& user = current_->settings.user) drop_privileges(*user);
   const capture::ObservationCallback on_packet = [this](const capture::Observation& o) { detector_.observe(o); };
@@ -353,6 +354,7 @@ int Daemon::run_live() {
     double wait = 1.0;
     if (auto due = current_->engine->next_due()) wait = std::min(wait, *due);
     wait = std::min(wait, current_->engine->next_tick_in());
+    wait = std::min(wait, priority_wait(now));
     fds.clear();
     fds.push_back({signal_fd, POLLIN, 0});
     fds.push_back({runner_ ? runner_->poll_fd() : -1, POLLIN, 0});
@@ -401,6 +403,7 @@ int Daemon::run_live() {
     current_->engine->run_due();
     current_->engine->reap();
     current_->engine->tick();
+    watch_priority(after);
     detector_.tracker().expire(after);
     if (auto summary = detector_.tracker().summary_due(after)) {
       log::info(*summary);

@@ -40,6 +40,7 @@
 #include "config/tree.hpp"
 #include "daemon/control.hpp"
 #include "daemon/detector.hpp"
+#include "daemon/priority.hpp"
 #include "daemon/privileges.hpp"
 #include "daemon/privsep.hpp"
 #include "daemon/sandbox.hpp"
@@ -163,6 +164,17 @@ class Daemon final : public KnockSink {
 
   std::string control_metrics();
 
+  // ---- real-time priority (config `realtime`, daemon/realtime.cpp) ----
+
+  // Applies `realtime` when it changed (start, reload) and, every CpuGuard::kInterval, takes
+  // it from a process that uses more than `realtimecpu` of a CPU, or gives it back.
+  void watch_priority(double now);
+  // How long the loop may sleep before watch_priority wants to run again.
+  double priority_wait(double now) const;
+  // A new worker starts at normal priority (SCHED_RESET_ON_FORK): raise it.
+  void raise_worker();
+  void guard_process(CpuGuard& guard, pid_t pid, const std::string& who);
+
   // ---- privilege separation (doc/SECURITY.md, "Two processes") ----
 
   // The monitor: holds the configuration, the engine, the runner and the sources' descriptors;
@@ -256,6 +268,11 @@ class Daemon final : public KnockSink {
   std::uint64_t original_replayed_ = 0;
   std::uint64_t original_replayed_reported_ = 0;
   double next_refusal_summary_ = 0;
+  // real-time priority
+  RealtimeSettings realtime_applied_{};  // what watch_priority last applied
+  bool realtime_on_ = false;             // the monitor got SCHED_FIFO
+  CpuGuard monitor_guard_, worker_guard_;
+  double next_priority_check_ = 0;
   // privilege separation
   static constexpr int kWorkerSetupFailed = 70;
   static constexpr int kWorkerLostMonitor = 71;

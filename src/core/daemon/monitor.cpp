@@ -17,6 +17,7 @@ int Daemon::run_monitor(int signal_fd) {
     if (next_source_retry_ != 0) wait = std::min(wait, std::max(0.0, next_source_retry_ - now));
     if (worker_pid_ < 0) wait = std::min(wait, std::max(0.0, next_worker_start_ - now));
     if (runner_ && runner_->busy()) wait = std::min(wait, 0.005);
+    wait = std::min(wait, priority_wait(now));
     fds.clear();
     fds.push_back({signal_fd, POLLIN, 0});
     fds.push_back({runner_ ? runner_->poll_fd() : -1, POLLIN, 0});
@@ -41,6 +42,7 @@ int Daemon::run_monitor(int signal_fd) {
     current_->engine->reap();
     current_->engine->tick();
     const double after = wall_clock();
+    watch_priority(after);
     if (after >= next_refusal_summary_) {
       next_refusal_summary_ = after + std::max(1.0, current_->settings.tracker.summary_interval);
       log_refusals();
@@ -88,6 +90,7 @@ void Daemon::start_worker() {
   sources_changed_ = false;
   log::info("worker " + std::to_string(pid) + " started (user " +
             (account.name.empty() ? std::to_string(account.uid) : account.name) + ")");
+  raise_worker();
   if (account.name == "nobody" && !current_->settings.user && !warned_nobody_) {
     warned_nobody_ = true;
     log::warning("the worker runs as nobody, an account other services share (they could signal it): create the "

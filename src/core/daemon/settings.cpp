@@ -22,7 +22,7 @@ namespace knock::daemon {
 namespace {
 
 // Every top-level key and block knockdaemon understands (the original's and this project's).
-constexpr std::array<std::string_view, 39> kKnownKeys = {
+constexpr std::array<std::string_view, 41> kKnownKeys = {
     "runmode",
     "logfile",
     "fileinterval",
@@ -61,6 +61,8 @@ constexpr std::array<std::string_view, 39> kKnownKeys = {
     "controlsocket",
     "controlgroup",
     "commandcaps",
+    "realtime",
+    "realtimecpu",
     "store",
 };
 constexpr std::array<std::string_view, 4> kBlocks = {"logformat", "ethfilter", "actions", "template"};
@@ -313,6 +315,11 @@ Settings load_settings(const config::Value& root) {
     s.command_caps = parse_capabilities(*caps, &why);
     if (!why.empty()) throw ConfigError(root.where_of("commandcaps"), why);
   }
+  // The worker runs at `realtime`, the monitor one above.
+  s.realtime.priority = static_cast<int>(parse_number(root, "realtime", 0, 0, 98));
+  if (s.realtime.priority != parse_number(root, "realtime", 0, 0, 98))
+    throw ConfigError(root.where_of("realtime"), "realtime must be a whole number from 0 (off) to 98");
+  s.realtime.max_share = parse_number(root, "realtimecpu", 50, 1, 100) / 100;
   return s;
 }
 

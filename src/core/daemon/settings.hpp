@@ -14,6 +14,7 @@
 #include "codec/spa.hpp"
 #include "codec/codec.hpp"
 #include "config/tree.hpp"
+#include "daemon/priority.hpp"
 #include "tracker/tracker.hpp"
 
 namespace knock::daemon {
@@ -60,6 +61,8 @@ struct Settings {
   bool privsep = true;
   // commandcaps: what the commands may hold (nullopt: all the daemon has)
   std::optional<std::vector<int>> command_caps = std::vector<int>{12, 13};  // CAP_NET_ADMIN, CAP_NET_RAW
+  // realtime, realtimecpu: SCHED_FIFO for the monitor and the worker (off by default)
+  RealtimeSettings realtime;
   // knockctl's socket ("": none) and the group that may use it besides root
   std::string control_socket = "/run/portknock/knockdaemon.sock";
   bool control_socket_set = false;  // named in the config (else the default)
