@@ -26,6 +26,9 @@ KP=$BIN/knockperf
 RT=()
 [ -z "${BENCH_RT:-}" ] || RT=(chrt -f 10)
 [ -z "${BENCH_NICE:-}" ] || RT=(nice -n "$BENCH_NICE")
+# BENCH_PIN=1: every daemon on CPU 1, the client's measuring tool on CPU 0, as if the client
+# were another machine (on 2 cores the prober otherwise takes the daemon's CPU every 100 µs).
+if [ -n "${BENCH_PIN:-}" ]; then RT=(taskset -c 1 "${RT[@]}"); fi
 TRIALS=${BENCH_TRIALS:-200}
 SSH_RUNS=${BENCH_SSH_RUNS:-20}
 FLOOD_KNOCKS=${BENCH_FLOOD_KNOCKS:-10}
@@ -121,7 +124,7 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # --- the knocks: each SEND function takes TIMEOUT_MS and prints knockperf's result ------------
 send_ports() {  # PORTS_CMD TIMEOUT_MS GAP_US: the SYNs of a port knock from KNOCK_SRC
-  in_ns "$NS_CLIENT" "$KP" knock $SERVER_IP $TARGET "$2" "$3" "$($1)" $KNOCK_SRC
+  in_ns "$NS_CLIENT" "${CRT[@]}" "$KP" knock $SERVER_IP $TARGET "$2" "$3" "$($1)" $KNOCK_SRC
 }
 knock_ports_kd() {  # CONF: a fresh knock (random IV) for the client, port TARGET
   "$BIN/knockclient" -conf "$1" -remote $SERVER_IP -client $KNOCK_SRC -port $TARGET -flag0 1 -test
@@ -137,6 +140,7 @@ spa_packet() {  # FILE
 }
 CRT=()
 [ "${BENCH_RT:-}" != all ] || CRT=(chrt -f 10)  # BENCH_RT=all: the client too
+if [ -n "${BENCH_PIN:-}" ]; then CRT=(taskset -c 0 "${CRT[@]}"); fi
 send_spa() { spa_packet "$T/spa.bin"; in_ns "$NS_CLIENT" "${CRT[@]}" "$KP" udp $SERVER_IP $TARGET "$1" $SPAPORT "$T/spa.bin" $KNOCK_SRC; }
 # fwknop's packet: Debian's fwknop client makes it (--test: not sent) and saves it (-B).
 fwk_packet() {  # FILE
@@ -145,7 +149,7 @@ fwk_packet() {  # FILE
     fail "fwknop could not make a packet"
   tr -d '\n' <"$1.txt" >"$1"
 }
-send_fwk() { fwk_packet "$T/fwk.bin"; in_ns "$NS_CLIENT" "$KP" udp $SERVER_IP $TARGET "$1" $FWKNOPPORT "$T/fwk.bin" $KNOCK_SRC; }
+send_fwk() { fwk_packet "$T/fwk.bin"; in_ns "$NS_CLIENT" "${CRT[@]}" "$KP" udp $SERVER_IP $TARGET "$1" $FWKNOPPORT "$T/fwk.bin" $KNOCK_SRC; }
 
 # trials NAME N SEND CLOSE_CMD: latency trials; the latencies (us) go to $T/NAME.lat, in order
 trials() {
