@@ -145,6 +145,33 @@ TEST(Review4Attack, ControlGroupMemberCanReachTheSocket) {
   EXPECT_EQ(serve_until_exit(server, other), 1);
 }
 
+// A member by a supplementary group the process holds (as `newgrp`, `sg` or a fresh login give
+// it) is let in from the kernel's list (SO_PEERGROUPS), the list that also let it open the
+// socket file: the daemon asks no user database (an LDAP source could stall its loop), so a
+// group the databases do not know is no obstacle. The old check asked getgrouplist("nobody"),
+// which does not name gid 4242: refused.
+TEST(Review4Attack, ControlGroupBySupplementaryGroupWithoutUserDatabase) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (changes user)";
+  const gid_t gid = 4242;  // in no /etc/group
+  TempDir tmp;
+  daemon::ControlServer::Options o;
+  o.path = tmp.path + "/run/ctl.sock";
+  o.group = gid;
+  daemon::ControlServer server(o, [](std::string_view) { return std::string("ok\n"); });
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const gid_t extra[] = {gid};
+    if (::setgroups(1, extra) != 0 || ::setgid(65533) != 0 || ::setuid(65534) != 0) _exit(3);
+    try {
+      _exit(daemon::control_request(o.path, "status", 5) == "ok\n" ? 0 : 1);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "member: %s\n", e.what());
+      _exit(2);
+    }
+  }
+  EXPECT_EQ(serve_until_exit(server, pid), 0);
+}
+
 // The daemon (root) binds, then chown()s and chmod()s the socket by its path, and unlinks a
 // stale one there. In a folder another user can write (a controlsocket under a folder that
 // user made first: mkdir's EEXIST was accepted as is), that user swaps the socket for a symlink

@@ -1,8 +1,6 @@
 #include "daemon/control.hpp"
 
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -142,22 +140,22 @@ double ControlServer::next_timeout(double) const {
   return soonest;
 }
 
-bool ControlServer::allowed(const ucred& peer) const {
+bool ControlServer::allowed(int fd, const ucred& peer) const {
   if (peer.uid == 0) return true;
   if (!options_.group) return false;
   if (peer.gid == *options_.group) return true;
-  const passwd* pw = ::getpwuid(peer.uid);
-  if (pw == nullptr) return false;
-  // Every group of the user (getgrouplist says how many when the room is short; NGROUPS_MAX
-  // is the kernel's bound).
-  int count = 64;
-  std::vector<gid_t> groups(static_cast<std::size_t>(count));
-  if (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0) {
-    if (count <= 64 || count > 65536) return false;
-    groups.resize(static_cast<std::size_t>(count));
-    if (::getgrouplist(pw->pw_name, pw->pw_gid, groups.data(), &count) < 0) return false;
+  // The peer's supplementary groups as the kernel holds them (what decided its connect() to the
+  // socket file, too): no user or group database is asked, so a slow NSS source (LDAP) cannot
+  // stall the monitor's loop. NGROUPS_MAX (65536) bounds the list.
+  std::vector<gid_t> groups(64);
+  socklen_t len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
+    if (errno != ERANGE || len > 65536 * sizeof(gid_t)) return false;
+    groups.resize(len / sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) return false;
   }
-  return std::find(groups.begin(), groups.begin() + count, *options_.group) != groups.begin() + count;
+  groups.resize(std::min<std::size_t>(groups.size(), len / sizeof(gid_t)));
+  return std::find(groups.begin(), groups.end(), *options_.group) != groups.end();
 }
 
 void ControlServer::accept_clients(double) {
@@ -166,7 +164,7 @@ void ControlServer::accept_clients(double) {
     if (fd < 0) return;  // EAGAIN: none left (or a transient error: next time)
     ucred peer{};
     socklen_t len = sizeof peer;
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || !allowed(peer)) {
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0 || !allowed(fd, peer)) {
       ++refused_;
       log::warning("control socket: refused uid " + std::to_string(peer.uid) + " (pid " + std::to_string(peer.pid) +
                    "): only root" + (options_.group ? std::string(" and the control group") : std::string()) +

@@ -57,7 +57,7 @@ class ControlServer {
     bool answering = false;
   };
   void accept_clients(double now);
-  bool allowed(const ucred& peer) const;
+  bool allowed(int fd, const ucred& peer) const;
   // Reads what is there; when a line is complete, answers it. False: close the connection.
   bool read_from(Client& c);
   bool write_to(Client& c);
