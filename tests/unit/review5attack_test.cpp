@@ -376,6 +376,36 @@ TEST(Review5Attack, CommitIsNotSentTwice) {
   EXPECT_EQ(result.outcome, SharedStore::Outcome::Unavailable);
 }
 
+// After a failover the address may still lead to the old primary, now a replica: it answers
+// the commit script with READONLY (or LOADING while it loads its data, MASTERDOWN, BUSY). That
+// is no verdict on the knock but an outage: the connection is dropped (the next one reaches the
+// new primary), `fallback = local` applies, and the next commit goes through. Before, the knock
+// was refused as an error and the connection kept, so every knock failed until a restart.
+TEST(RedisFailover, ReadOnlyReplicaIsAnOutageAndTheNextConnectionIsUsed) {
+  for (const char* error : {"-READONLY You can't write against a read only replica.\r\n",
+                            "-LOADING Redis is loading the dataset in memory\r\n",
+                            "-MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.\r\n",
+                            "-BUSY Redis is busy running a script.\r\n"}) {
+    SCOPED_TRACE(error);
+    FakeRedis server([error](Conn& c, int index) {
+      if (!c.hello()) return;
+      auto cmd = c.command();
+      if (!cmd) return;
+      c.send(index == 0 ? std::string(error) : std::string("*2\r\n:0\r\n$0\r\n\r\n"));
+      c.command();
+    });
+    auto store = make_redis_store(server.settings(200));
+    ASSERT_TRUE(store->usable(nullptr));
+    const auto first = store->commit(a_commit());
+    EXPECT_EQ(first.outcome, SharedStore::Outcome::Unavailable) << first.detail;
+    const double deadline = mono() + 5;
+    while (!store->usable(nullptr) && mono() < deadline) nap(10);
+    const auto second = store->commit(a_commit());
+    EXPECT_EQ(second.outcome, SharedStore::Outcome::Ok) << second.detail;
+    EXPECT_EQ(server.connections.load(), 2);
+  }
+}
+
 // A server that restarted (its end closed while idle): the next request reconnects at once and
 // is answered (doc/FLEET.md).
 TEST(Review5Attack, RestartedServerIsReconnectedAtOnce) {

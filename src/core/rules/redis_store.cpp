@@ -60,6 +60,15 @@ void* create_bounded_array(const redisReadTask* task, int elements) {
   return g_hiredis_functions->createArray(task, elements);
 }
 
+// Errors of a server that cannot serve now, whatever the request: a replica (READONLY), one
+// loading its data (LOADING), one cut from its primary (MASTERDOWN), one running a long script
+// (BUSY).
+bool not_serving(std::string_view error) {
+  for (std::string_view prefix : {"READONLY ", "LOADING ", "MASTERDOWN ", "BUSY "})
+    if (error.substr(0, prefix.size()) == prefix) return true;
+  return false;
+}
+
 // A reader whose arrays are bounded (nullptr when out of memory).
 redisReader* make_reader() {
   redisReader* r = redisReaderCreate();
@@ -96,7 +105,7 @@ class RedisStore final : public SharedStore {
     }
     // Another type: the connection is out of step (or the server hostile); not used again.
     const std::string why = "GET answered " + describe_reply(r);
-    if (r.type != REDIS_REPLY_ERROR) down(why);
+    if (r.type != REDIS_REPLY_ERROR || not_serving(r.str)) down(why);
     if (error != nullptr) *error = name_ + ": " + why;
     return std::nullopt;
   }
@@ -119,6 +128,13 @@ class RedisStore final : public SharedStore {
       if (!request({cmd}, replies, &error)) return {Outcome::Unavailable, error};
     }
     const Reply& r = replies.front();
+    if (r.type == REDIS_REPLY_ERROR && not_serving(r.str)) {
+      // No verdict on this knock: a replica after a failover, a server loading its data. Its
+      // connection is dropped (the next one may reach the new primary): an outage, so
+      // `fallback = local` applies.
+      down("it cannot take the commit now (" + r.str.substr(0, 120) + ")");
+      return {Outcome::Unavailable, name_ + ": " + r.str.substr(0, 200)};
+    }
     if (r.type == REDIS_REPLY_ERROR) return {Outcome::Error, name_ + ": " + r.str.substr(0, 200)};
     if (r.type != REDIS_REPLY_ARRAY || r.elements.size() != 2 || r.elements[0].type != REDIS_REPLY_INTEGER) {
       const std::string why = "the commit script answered " + describe_reply(r);
