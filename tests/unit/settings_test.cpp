@@ -83,7 +83,8 @@ TEST(Settings, EveryBlockIsCheckedNotOnlyTheOneInUse) {
 }
 
 TEST(Settings, SeveralInterfacesNflogAndListen) {
-  auto s = load(kKnock + "interface = eth0 eth1\ninterface = veth2\nlisten = 0.0.0.0:62202\nlisten = [::]:62202\n");
+  const std::string client = "<client alice>\n  key = AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n</client>\n";
+  auto s = load(kKnock + client + "interface = eth0 eth1\ninterface = veth2\nlisten = 0.0.0.0:62202\nlisten = [::]:62202\n");
   EXPECT_EQ(s.interfaces, (std::vector<std::string>{"eth0", "eth1", "veth2"}));
   ASSERT_EQ(s.listen.size(), 2u);
   EXPECT_EQ(s.listen[1].str(), "[::]:62202");
@@ -93,6 +94,13 @@ TEST(Settings, SeveralInterfacesNflogAndListen) {
   EXPECT_EQ(error_line(kKnock + "runmode = nflog\n"), 3);
   EXPECT_EQ(error_line(kKnock + "listen = 198.18.0.1:0\n"), 3);
   EXPECT_EQ(error_line(kKnock + "interface = eth0 eth0\n"), 3);
+  // A socket no verifier reads: refused at its line, saying which ports are read.
+  std::string m;
+  EXPECT_EQ(error_line(kKnock + "listen = 0.0.0.0:62202\n", &m), 3);
+  EXPECT_NE(m.find("no verifier reads datagrams on port 62202 (no <client NAME> block, no <fwknop NAME> block)"),
+            std::string::npos) << m;
+  EXPECT_EQ(error_line(kKnock + client + "listen = 0.0.0.0:62202\nlisten = 0.0.0.0:2000\n", &m), 7);
+  EXPECT_NE(m.find("spaport is 62202"), std::string::npos) << m;
 }
 
 TEST(Settings, PrivilegeSeparationControlSocketAndCommandCapabilities) {

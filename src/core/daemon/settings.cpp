@@ -257,6 +257,20 @@ Settings load_settings(const config::Value& root) {
   if (s.spa && s.fwknop && s.spa_settings.port == s.fwknop_settings.port)
     throw ConfigError(root.where_of("fwknopport"), "spaport and fwknopport must differ");
 
+  // A socket nothing reads from: its datagrams would only be counted outside the span (or,
+  // on a span port, taken for port knocks, which one port cannot carry).
+  {
+    const auto items = root.all("listen");
+    for (std::size_t i = 0; i < s.listen.size() && i < items.size(); ++i) {
+      const auto port = s.listen[i].port;
+      if ((s.spa && port == s.spa_settings.port) || (s.fwknop && port == s.fwknop_settings.port)) continue;
+      throw ConfigError(items[i]->where(),
+                        "listen = " + items[i]->text() + ": no verifier reads datagrams on port " + std::to_string(port) +
+                            " (" + (s.spa ? "spaport is " + std::to_string(s.spa_settings.port) : "no <client NAME> block") +
+                            ", " + (s.fwknop ? "fwknopport is " + std::to_string(s.fwknop_settings.port) : "no <fwknop NAME> block") +
+                            ")");
+    }
+  }
   // A datagram both captured and received on a socket would be seen twice (and its second copy
   // counted as a replay).
   if (s.mode == RunMode::Network)
