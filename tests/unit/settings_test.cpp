@@ -94,6 +94,15 @@ TEST(Settings, SeveralInterfacesNflogAndListen) {
   EXPECT_EQ(error_line(kKnock + "runmode = nflog\n"), 3);
   EXPECT_EQ(error_line(kKnock + "listen = 198.18.0.1:0\n"), 3);
   EXPECT_EQ(error_line(kKnock + "interface = eth0 eth0\n"), 3);
+  // An ethfilter outside network mode filters nothing: said at its line.
+  const std::string filter = "useethfilter = syn\n<ethfilter syn>\n  proto = IP_PROTO_TCP\n</ethfilter>\n";
+  auto said = [](const daemon::Settings& st) {
+    for (const auto& w : st.warnings)
+      if (w.find("useethfilter applies to captured packets") != std::string::npos) return w;
+    return std::string();
+  };
+  EXPECT_EQ(said(load(kKnock + filter)), "");
+  EXPECT_EQ(said(load(kKnock + "runmode = nflog\nnflog_group = 5\n" + filter)).rfind("test.conf:5: ", 0), 0u);
   // A socket no verifier reads: refused at its line, saying which ports are read.
   std::string m;
   EXPECT_EQ(error_line(kKnock + "listen = 0.0.0.0:62202\n", &m), 3);

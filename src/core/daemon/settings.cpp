@@ -177,6 +177,9 @@ Settings load_settings(const config::Value& root) {
   }
   s.snaplen = static_cast<int>(parse_number(root, "snapshotsize", 1500, 64, 262144));
   if (auto name = root.scalar("useethfilter")) {
+    if (s.mode != RunMode::Network)
+      s.warnings.push_back(root.where_of("useethfilter").str() +
+                           ": useethfilter applies to captured packets (runmode = network) only; ignored here");
     s.ethfilter_name = *name;
     s.ethfilter = std::make_unique<capture::EthFilter>(named_block(root, "ethfilter", "useethfilter", *name));
   } else {
