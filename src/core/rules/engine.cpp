@@ -223,10 +223,9 @@ Engine::Engine(const config::Value& root, EngineOptions options)
     runner_ = own_runner_.get();
   }
   if (runner_ != nullptr) {
-    bool nft = false;
     for (const Template& t : templates_)
-      for (const Step& step : t.steps) nft = nft || step.is_nft;
-    if (nft) runner_->prepare_nft();
+      for (const Step& step : t.steps)
+        if (in_process(step.kind)) runner_->prepare(step.kind);
   }
   load_cache_settings(root);
   std::optional<StoreSettings> store = parse_store_settings(root);  // checked in -test too
@@ -269,7 +268,7 @@ void Engine::load_templates(const config::Value& root) {
         step.family = family;
         if (base == "system" || base == "nft") {
           step.is_system = true;
-          step.is_nft = base == "nft";
+          step.kind = base == "nft" ? ActionKind::nft : ActionKind::shell;
           step.system = parse_system(item->text(), item->where(), options_.expr_limits);
         } else {
           step.state = Expr::parse(item->text(), item->where(), options_.expr_limits);
@@ -556,12 +555,12 @@ std::optional<std::string> Engine::plan_knock(const KnockEvent& event, const Var
           }
           return std::optional<std::string>(origin + ": command refused: " + why);
         }
-        const char* kind = step.is_nft ? "nft " : "";
+        const std::string kind = in_process(step.kind) ? std::string(action_key(step.kind)) + " " : "";
         if (action.delay > 0) {
           if (options_.test_mode)
             out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
           else {
-            PendingCommand p{event.time + action.delay, *cmd, origin, step.is_nft, 0};
+            PendingCommand p{event.time + action.delay, *cmd, origin, step.kind, 0};
             p.who = event.logip.str();
             p.target = door_address(event);
             p.client = std::string(event.extras.client);
@@ -571,7 +570,7 @@ std::optional<std::string> Engine::plan_knock(const KnockEvent& event, const Var
         } else if (options_.test_mode) {
           out << "would run: " << kind << *cmd << '\n';
         } else {
-          now.push_back({*cmd, origin, step.is_nft, 0});
+          now.push_back({*cmd, origin, step.kind, 0});
         }
       }
     }
@@ -886,7 +885,7 @@ void Engine::run_due() noexcept {
   try {
     auto due = scheduler_.take_due(clock_->mono());
     for (const auto& p : due)
-      if (runner_ != nullptr) runner_->run({p.command, p.origin + " (delayed)", p.nft, p.id});
+      if (runner_ != nullptr) runner_->run({p.command, p.origin + " (delayed)", p.kind, p.id});
   } catch (const std::exception& e) {
     log::error(std::string("delayed commands: ") + e.what());
   }

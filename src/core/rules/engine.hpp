@@ -179,8 +179,8 @@ class Engine {
     std::vector<Expr::Key> keys;
   };
   struct Step {
-    bool is_system = false;  // system = "..." (or, with is_nft, nft = "...")
-    bool is_nft = false;
+    bool is_system = false;  // a command: system = "...", or (by kind) nft = "...", ipset = "..."
+    ActionKind kind = ActionKind::shell;
     int family = 0;          // 4 or 6: system4/nft4, system6/nft6 run only for a knock of that FAMILY
     std::vector<SystemPart> system;
     std::optional<Expr> state;
