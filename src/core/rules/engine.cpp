@@ -1,5 +1,6 @@
 #include "rules/engine.hpp"
 
+
 #include <sodium.h>
 #include <sys/stat.h>
 
@@ -256,19 +257,23 @@ void Engine::load_templates(const config::Value& root) {
     t.name = name;
     t.where = body.where();
     for (const auto& [key, value] : body.members()) {
-      // system4/nft4 and system6/nft6: the same, only for a knock whose FAMILY is 4 or 6.
+      // system4/nft4/ipset4 and system6/nft6/ipset6: the same, only for a knock whose FAMILY is 4 or 6.
       const int family = key.size() > 3 && (key.back() == '4' || key.back() == '6') ? key.back() - '0' : 0;
       const std::string base = family != 0 ? key.substr(0, key.size() - 1) : key;
-      if ((base != "system" && base != "state" && base != "nft") || (family != 0 && base == "state"))
+      std::optional<ActionKind> kind;
+      for (ActionKind k : {ActionKind::shell, ActionKind::nft, ActionKind::ipset})
+        if (base == action_key(k)) kind = k;
+      if ((!kind && base != "state") || (family != 0 && base == "state"))
         throw ConfigError(value.where(), "unknown key '" + key + "' in <template " + name +
-                                             "> (expected system, nft or state; system4, system6, nft4, nft6)");
+                                             "> (expected system, nft, ipset or state; system4, system6, nft4, nft6, "
+                                             "ipset4, ipset6)");
       for (const config::Value* item : body.all(key)) {
         if (!item->is_string()) throw ConfigError(item->where(), "'" + key + "' must be a value, not a block");
         Step step;
         step.family = family;
-        if (base == "system" || base == "nft") {
+        if (kind) {
           step.is_system = true;
-          step.kind = base == "nft" ? ActionKind::nft : ActionKind::shell;
+          step.kind = *kind;
           step.system = parse_system(item->text(), item->where(), options_.expr_limits);
         } else {
           step.state = Expr::parse(item->text(), item->where(), options_.expr_limits);
@@ -276,7 +281,7 @@ void Engine::load_templates(const config::Value& root) {
         t.steps.push_back(std::move(step));
       }
     }
-    if (t.steps.empty()) throw ConfigError(t.where, "<template " + name + "> has no system, nft or state");
+    if (t.steps.empty()) throw ConfigError(t.where, "<template " + name + "> has no system, nft, ipset or state");
     templates_.push_back(std::move(t));
   }
 }

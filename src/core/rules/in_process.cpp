@@ -2,6 +2,7 @@
 
 #include <new>
 
+#include "rules/ipset.hpp"
 #include "rules/nft.hpp"
 
 namespace knock::rules {
@@ -11,6 +12,7 @@ std::unique_ptr<InProcessAction> make_in_process_action(ActionKind kind) noexcep
     case ActionKind::nft:
       return std::unique_ptr<InProcessAction>(new (std::nothrow) NftExecutor());
     case ActionKind::ipset:
+      return std::unique_ptr<InProcessAction>(new (std::nothrow) IpsetExecutor());
     case ActionKind::shell:
       break;
   }
