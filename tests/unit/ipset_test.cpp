@@ -82,6 +82,16 @@ std::string actions(const std::string& templates) {
 )C" + templates;
 }
 
+// The ConfigError's text for a configuration, or "" when it loads.
+std::string config_error(const std::string& conf) {
+  try {
+    Rig rig(conf);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace
 
 TEST(IpsetCommand, SyntaxOfOneRestoreLine) {
@@ -183,6 +193,24 @@ TEST(IpsetTemplate, SubstitutionRefusesStringsAndAbsentFields) {
 )C");
   EXPECT_FALSE(rig.handle(knock4(kT0)));
   EXPECT_TRUE(rig.runner.commands.empty());
+}
+
+TEST(IpsetTemplate, BadLinesAreRefusedAtLoadWithTheirLine) {
+  const std::string head = "<actions>\n<action a>\ncondition = PORT == 22\ntemplate = t\n</action>\n</actions>\n";
+  EXPECT_EQ(config_error(head + "<template t>\nipset = \"add pk IP,tcp:PORT timeout 3\"\n</template>\n"), "");
+  const std::pair<const char*, const char*> bad[] = {
+      {"ipset = \"list pk\"", "ipset.conf:8: ipset: expected add or del, not 'list'"},
+      {"ipset4 = \"add pk IP -exist\"", "ipset.conf:8: ipset: '-exist': no options"},
+      {"ipset6 = \"add pk IP6;true\"", "ipset.conf:8: ipset: character ';'"},
+      {"ipset = \"add this-set-name-is-far-too-long-for-ipset IP\"", "ipset.conf:8: ipset: bad set name"},
+      {"ipset = \"del pk\"", "ipset.conf:8: ipset: expected del SETNAME ELEMENT"},
+      {"ipsets = \"add pk IP\"", "ipset.conf:8: unknown key 'ipsets'"},
+      {"ipset5 = \"add pk IP\"", "ipset.conf:8: unknown key 'ipset5'"},
+  };
+  for (const auto& [line, why] : bad) {
+    const std::string error = config_error(head + "<template t>\n" + line + "\n</template>\n");
+    EXPECT_NE(error.find(why), std::string::npos) << line << ": " << error;
+  }
 }
 
 // ---------------------------------------------------------------- against the kernel

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <iostream>
 
+#include "rules/ipset.hpp"
 #include "util/log.hpp"
 #include "util/text.hpp"
 
@@ -242,6 +243,13 @@ Engine::Engine(const config::Value& root, EngineOptions options)
 
 Engine::~Engine() = default;
 
+// An ipset line is checked as it will run, each field and state(...) standing for a number.
+void Engine::check_ipset_template(const std::vector<SystemPart>& parts, const Location& where) {
+  std::string sample;
+  for (const SystemPart& part : parts) sample += part.kind == SystemPart::Kind::Literal ? part.text : "1";
+  if (auto why = ipset_command_error(sample)) throw ConfigError(where, "ipset: " + *why);
+}
+
 void Engine::load_templates(const config::Value& root) {
   const config::Value* block = root.find("template");
   if (block == nullptr) return;
@@ -275,6 +283,7 @@ void Engine::load_templates(const config::Value& root) {
           step.is_system = true;
           step.kind = *kind;
           step.system = parse_system(item->text(), item->where(), options_.expr_limits);
+          if (*kind == ActionKind::ipset) check_ipset_template(step.system, item->where());
         } else {
           step.state = Expr::parse(item->text(), item->where(), options_.expr_limits);
         }

@@ -203,6 +203,8 @@ class Engine {
   // value is not a number or an address.
   static std::optional<std::string> substitute(const std::vector<SystemPart>& parts, const Vars& vars,
                                                const StateStore& state, std::string* why);
+  // Refuses (ConfigError at `where`) an ipset line that libipset would refuse whatever the values.
+  static void check_ipset_template(const std::vector<SystemPart>& parts, const Location& where);
   static std::vector<SystemPart> parse_system(std::string_view text, const Location& where,
                                               const ExprLimits& limits);
 
