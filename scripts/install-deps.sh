@@ -7,7 +7,7 @@ PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
   # libraries
-  libpcap-dev libpcre2-dev libcrypto++-dev libnftables-dev libsodium-dev libnetfilter-log-dev
+  libpcap-dev libpcre2-dev libcrypto++-dev libnftables-dev libipset-dev libsodium-dev libnetfilter-log-dev
   libseccomp-dev libcap-dev libhiredis-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
@@ -16,7 +16,7 @@ PACKAGES=(
   libcrypt-des-perl libcrypt-des-ede3-perl libcrypt-cast5-perl libcrypt-rijndael-perl
   libcrypt-twofish-perl
   # network tests and the demo
-  iproute2 iptables nftables tcpdump procps socat ulogd2
+  iproute2 iptables ipset nftables tcpdump procps socat ulogd2
   # the shared store of a fleet (tests/e2e/netns_fleet.sh): a real Redis server and its client
   redis-server redis-tools
   # the SPA oracle (tests/oracle/spa_nacl.py): libsodium's Python bindings, AES-GCM from cryptography

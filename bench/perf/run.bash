@@ -6,7 +6,9 @@
 # same namespaces and traffic; also writes it to BUILD_DIR/bench-result.md.
 # Columns: knockd (port knock, iptables); fwknopd (fwknop's packet, its own iptables chain);
 # knockdaemon with the original's port knock (iptables), with its single packet (an nft set element
-# with a kernel timeout, added in process), and with fwknop's packet (fwknopd's iptables rule).
+# with a kernel timeout, added in process), with fwknop's packet (fwknopd's iptables rule), and
+# with its single packet again for iptables (an ipset element with a kernel timeout, added in
+# process through libipset; `iptables -m set --match-set pk src,dst -j ACCEPT`).
 #
 # Topology (198.18.0.0/15 only), on top of tests/e2e/netns.bash:
 #   client 198.18.1.2 --veth--+
@@ -90,6 +92,8 @@ OPEN_NFT="add element inet pk allowed { IP . PORT timeout 30s }"
 close_ipt() { while in_ns "$NS_SERVER" iptables -D INPUT -p tcp -s $KNOCK_SRC/32 --dport $TARGET --syn -j ACCEPT 2>/dev/null; do :; done; }
 close_fwk() { in_ns "$NS_SERVER" iptables -F FWKNOP_INPUT 2>/dev/null || true; }
 close_nft() { in_ns "$NS_SERVER" nft delete element inet pk allowed "{ $KNOCK_SRC . $TARGET }" 2>/dev/null || true; }
+OPEN_IPSET="add pk IP,tcp:PORT timeout 30"
+close_ipset() { in_ns "$NS_SERVER" ipset -exist del pk $KNOCK_SRC,tcp:$TARGET; }
 fwk_chain() {  # the chain and jump fwknopd makes for itself, for knockdaemon's fwknop column
   in_ns "$NS_SERVER" iptables -N FWKNOP_INPUT
   in_ns "$NS_SERVER" iptables -I INPUT 1 -j FWKNOP_INPUT
@@ -107,6 +111,16 @@ table inet pk {
   }
 }
 NFT
+}
+# The iptables form of the nft table above: members of the ipset pk (hash:ip,port, each element
+# with its own timeout) accepted before the drops. The nft table goes (its drops would apply too).
+use_ipset() {
+  in_ns "$NS_SERVER" nft delete table inet pk 2>/dev/null || true
+  in_ns "$NS_SERVER" iptables -F INPUT
+  in_ns "$NS_SERVER" ipset -exist create pk hash:ip,port timeout 0
+  in_ns "$NS_SERVER" iptables -A INPUT -m set --match-set pk src,dst -j ACCEPT
+  in_ns "$NS_SERVER" iptables -A INPUT -p tcp --dport $TARGET --syn -j DROP
+  in_ns "$NS_SERVER" iptables -A INPUT -p udp -m multiport --dports $SPAPORT,$FWKNOPPORT -j DROP
 }
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -352,7 +366,7 @@ iv       = yes
 key      = $KEY
 CONF
 }
-kd_conf() {  # SPAN COMMAND [extra config] [template key: system (default) or nft] [condition]
+kd_conf() {  # SPAN COMMAND [extra config] [template key: system (default), nft or ipset] [condition]
   kd_common "$1"
   cat <<CONF
 runmode      = network
@@ -517,6 +531,26 @@ stop_pid "${E2E_PIDS[-1]}"
 stop_pid "$KD_PID"
 fi
 
+# --- knockdaemon's single packet for iptables: an ipset element, in process ------------------------
+if want kd_ipset; then
+log "knockdaemon, single packet (ipset element with a kernel timeout, in process; iptables -m set): latency"
+use_ipset
+cmdcost ipset "/usr/sbin/ipset -exist add pk $CLIENT_IP,tcp:$TARGET timeout 30" close_ipset
+kd_conf $SPAN_SMALL "$OPEN_IPSET" "proto     = spa
+spaport   = $SPAPORT
+spawindow = 60
+<client alice>
+  keyfile = $T/alice.key
+</client>" ipset >"$T/kd-ipset.conf"; chmod 600 "$T/kd-ipset.conf"
+start_kd "$T/kd-ipset.conf" "$T/kd-ipset.log"
+spa_packet "$T/spa-template.bin"
+trials kd_ipset "$TRIALS" send_spa close_ipset
+hist kd_ipset
+log "knockdaemon, single packet with ipset: flood"
+flood kd_ipset "$KD_PID" "$T/kd-ipset.log" flood_udp_spa send_spa close_ipset
+stop_pid "$KD_PID"
+fi
+
 # --- throughput on one core -------------------------------------------------------------------
 pcap_pps=- pcap_total=- found=- file_lps=- file_total=- file_cpu=0
 if want throughput; then
@@ -612,7 +646,7 @@ if want throughput && [ -x "$BIN/bench/spa_bench" ] && [ -x "$BIN/bench/fwknop_b
 fi
 
 # --- the table ----------------------------------------------------------------------------------
-row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@"; }
+row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
 lat() { read -r m p n x <<<"$(stats "$T/$1.lat")"; echo "$(ms "$m") / $(ms "$p") / $(ms "$x") (n=$n, $(cat "$T/$1.fails") missed)"; }
 shr() { read -r m p n x <<<"$(stats "$T/$1.share")"; echo "$(ms "$m") / $(ms "$p")"; }
 det() { awk -v a="$(stats "$T/$1.share" | cut -d' ' -f1)" -v b="$(stats "$T/sh.spawn" | cut -d' ' -f1)" \
@@ -628,32 +662,39 @@ loads() { echo "$(cat "$T/$1.load0") → $(cat "$T/$1.load1")"; }
   awk -v k="$(med knockd.lat)" -v f="$(med fwknopd.lat)" -v a="$(med kd_ipt.lat)" -v s="$(med kd_spa.lat)" -v w="$(med kd_fwk.lat)" 'BEGIN {
     printf "**Knock to open (medians): knockdaemon'"'"'s single packet with an in-process nft element %.2f ms: %.0fx faster than fwknopd (%.2f ms) and %.0fx faster than knockd (%.2f ms). ", s/1000, f/s, f/1000, k/s, k/1000
     printf "With the same iptables commands: fwknop'"'"'s own packet %.1fx faster through knockdaemon than through fwknopd (%.2f ms); the original port knock %.1fx faster than knockd (%.2f ms).**\n", f/w, w/1000, k/a, a/1000 }'
+  if [ -s "$T/kd_ipset.lat" ]; then
+    awk -v i="$(med kd_ipset.lat)" -v s="$(med kd_spa.lat)" 'BEGIN {
+      printf "**For iptables: knockdaemon'"'"'s single packet with an in-process ipset element (iptables -m set) %.2f ms median", i/1000
+      if (s > 0) printf " (with the nft element: %.2f ms)", s/1000
+      print ".**" }'
+  fi
   awk -v d="$(med ssh_door.lat)" -v o="$(med ssh_open.lat)" -v x="$(med ssh_diff.lat)" -v p="$(med ssh_popen.lat)" -v y="$(med ssh_pdiff.lat)" 'BEGIN {
     printf "**ssh through the closed door (ProxyCommand knockclient -proxy): median %.1f ms vs %.1f ms to an open port (paired differences: median %+.1f ms), %.1f ms with the same ProxyCommand to the open port (%+.1f ms).**\n", d/1000, o/1000, x/1000, p/1000, y/1000 }'
   echo
   row "measure" "knockd 0.8 (3-port sequence, iptables)" "fwknopd 2.6 (fwknop client packet, its FWKNOP_INPUT chain)" \
     "knockdaemon, the original's port knock (Blowfish, iv, 256-port span: $(ports_small | tr ',' '\n' | wc -l) SYNs, iptables)" \
     "knockdaemon, single packet (XChaCha20-Poly1305 datagram, nft set element with kernel timeout, in process)" \
-    "knockdaemon, fwknop's packet (<fwknop NAME>, fwknopd's iptables rule)"
-  row "---" "---" "---" "---" "---" "---"
-  row "knock to open, median / p99 / max ($TRIALS trials)" "$(lat knockd)" "$(lat fwknopd)" "$(lat kd_ipt)" "$(lat kd_spa)" "$(lat kd_fwk)"
-  row "load average during the trials (1, 5, 15 min: start → end)" "$(loads knockd)" "$(loads fwknopd)" "$(loads kd_ipt)" "$(loads kd_spa)" "$(loads kd_fwk)"
-  row "own share: the daemon's histogram (knockctl metrics), capture time stamp to nft element added or command started: median / p99 / max, as its bucket bounds" "-" "-" "$(cat "$T/kd_ipt.hist" 2>/dev/null)" "$(cat "$T/kd_spa.hist" 2>/dev/null)" "$(cat "$T/kd_fwk.hist" 2>/dev/null)"
-  row "own share: last packet to command started (a stamp command), median / p99" "$(shr knockd) (through sh -c)" "-" "$(shr kd) (started directly)" "-" "-"
-  row "the firewall command alone as a process (sh -c, median of 20)" "$(cost ipt.cost)" "$(cost fwknopd.cost) (its 5 iptables processes)" "$(cost ipt.cost)" "$(cost nft.cost) (as an nft process; in process: none)" "$(cost fwk.cost)"
-  row "flood: what, received (pkt/s, sources 198.18.4.0-198.19.255.255)" "SYNs to port 7000: $(fl knockd rate)" "random base64 datagrams of a packet's length: $(fl fwknopd rate)" "SYNs into the span: $(fl kd_ipt rate)" "datagrams with a valid header, random nonce, ciphertext and tag: $(fl kd_spa rate)" "random base64 datagrams of a packet's length: $(fl kd_fwk rate)"
-  row "flood: real knocks open within 10 ms" "$(fl knockd fast)" "$(fl fwknopd fast)" "$(fl kd_ipt fast)" "$(fl kd_spa fast)" "$(fl kd_fwk fast)"
-  row "flood: real knocks open within 1 s (median latency)" "$(fl knockd ok) ($(flat knockd))" "$(fl fwknopd ok) ($(flat fwknopd))" "$(fl kd_ipt ok) ($(flat kd_ipt))" "$(fl kd_spa ok) ($(flat kd_spa))" "$(fl kd_fwk ok) ($(flat kd_fwk))"
-  row "flood: daemon CPU (utime+stime / wall, all its processes)" "$(fl knockd cpu)" "$(fl fwknopd cpu)" "$(fl kd_ipt cpu)" "$(fl kd_spa cpu)" "$(fl kd_fwk cpu)"
-  row "flood: peak RSS (VmHWM, all its processes)" "$(fl knockd hwm) KiB" "$(fl fwknopd hwm) KiB" "$(fl kd_ipt hwm) KiB" "$(fl kd_spa hwm) KiB" "$(fl kd_fwk hwm) KiB"
-  row "flood: log lines written during the flood" "$(fl knockd lines)" "$(fl fwknopd lines)" "$(fl kd_ipt lines)" "$(fl kd_spa lines)" "$(fl kd_fwk lines)"
-  row "flood: load average at its start" "$(fl knockd load)" "$(fl fwknopd load)" "$(fl kd_ipt load)" "$(fl kd_spa load)" "$(fl kd_fwk load)"
+    "knockdaemon, fwknop's packet (<fwknop NAME>, fwknopd's iptables rule)" \
+    "knockdaemon, single packet (ipset element with kernel timeout, in process; iptables -m set)"
+  row "---" "---" "---" "---" "---" "---" "---"
+  row "knock to open, median / p99 / max ($TRIALS trials)" "$(lat knockd)" "$(lat fwknopd)" "$(lat kd_ipt)" "$(lat kd_spa)" "$(lat kd_fwk)" "$(lat kd_ipset)"
+  row "load average during the trials (1, 5, 15 min: start → end)" "$(loads knockd)" "$(loads fwknopd)" "$(loads kd_ipt)" "$(loads kd_spa)" "$(loads kd_fwk)" "$(loads kd_ipset)"
+  row "own share: the daemon's histogram (knockctl metrics), capture time stamp to nft element added or command started: median / p99 / max, as its bucket bounds" "-" "-" "$(cat "$T/kd_ipt.hist" 2>/dev/null)" "$(cat "$T/kd_spa.hist" 2>/dev/null)" "$(cat "$T/kd_fwk.hist" 2>/dev/null)" "$(cat "$T/kd_ipset.hist" 2>/dev/null)"
+  row "own share: last packet to command started (a stamp command), median / p99" "$(shr knockd) (through sh -c)" "-" "$(shr kd) (started directly)" "-" "-" "-"
+  row "the firewall command alone as a process (sh -c, median of 20)" "$(cost ipt.cost)" "$(cost fwknopd.cost) (its 5 iptables processes)" "$(cost ipt.cost)" "$(cost nft.cost) (as an nft process; in process: none)" "$(cost fwk.cost)" "$(cost ipset.cost) (as an ipset process; in process: none)"
+  row "flood: what, received (pkt/s, sources 198.18.4.0-198.19.255.255)" "SYNs to port 7000: $(fl knockd rate)" "random base64 datagrams of a packet's length: $(fl fwknopd rate)" "SYNs into the span: $(fl kd_ipt rate)" "datagrams with a valid header, random nonce, ciphertext and tag: $(fl kd_spa rate)" "random base64 datagrams of a packet's length: $(fl kd_fwk rate)" "as the single packet's: $(fl kd_ipset rate)"
+  row "flood: real knocks open within 10 ms" "$(fl knockd fast)" "$(fl fwknopd fast)" "$(fl kd_ipt fast)" "$(fl kd_spa fast)" "$(fl kd_fwk fast)" "$(fl kd_ipset fast)"
+  row "flood: real knocks open within 1 s (median latency)" "$(fl knockd ok) ($(flat knockd))" "$(fl fwknopd ok) ($(flat fwknopd))" "$(fl kd_ipt ok) ($(flat kd_ipt))" "$(fl kd_spa ok) ($(flat kd_spa))" "$(fl kd_fwk ok) ($(flat kd_fwk))" "$(fl kd_ipset ok) ($(flat kd_ipset))"
+  row "flood: daemon CPU (utime+stime / wall, all its processes)" "$(fl knockd cpu)" "$(fl fwknopd cpu)" "$(fl kd_ipt cpu)" "$(fl kd_spa cpu)" "$(fl kd_fwk cpu)" "$(fl kd_ipset cpu)"
+  row "flood: peak RSS (VmHWM, all its processes)" "$(fl knockd hwm) KiB" "$(fl fwknopd hwm) KiB" "$(fl kd_ipt hwm) KiB" "$(fl kd_spa hwm) KiB" "$(fl kd_fwk hwm) KiB" "$(fl kd_ipset hwm) KiB"
+  row "flood: log lines written during the flood" "$(fl knockd lines)" "$(fl fwknopd lines)" "$(fl kd_ipt lines)" "$(fl kd_spa lines)" "$(fl kd_fwk lines)" "$(fl kd_ipset lines)"
+  row "flood: load average at its start" "$(fl knockd load)" "$(fl fwknopd load)" "$(fl kd_ipt load)" "$(fl kd_spa load)" "$(fl kd_fwk load)" "$(fl kd_ipset load)"
   row "ssh -o ProxyCommand='knockclient -proxy %h %p' host true through the closed door, median / max ($SSH_RUNS runs)" "-" "-" "-" \
-    "$(read -r m p n x <<<"$(stats "$T/ssh_door.lat")"; echo "$(ms "$m") / $(ms "$x"); the same ssh to an open port: $(ms "$(med ssh_open.lat)") without ProxyCommand, $(ms "$(med ssh_popen.lat)") with it; medians of the paired differences (run by run): door − open $(ms "$(med ssh_diff.lat)"), door − open with ProxyCommand $(ms "$(med ssh_pdiff.lat)"); load $(loads ssh)")" "-"
+    "$(read -r m p n x <<<"$(stats "$T/ssh_door.lat")"; echo "$(ms "$m") / $(ms "$x"); the same ssh to an open port: $(ms "$(med ssh_open.lat)") without ProxyCommand, $(ms "$(med ssh_popen.lat)") with it; medians of the paired differences (run by run): door − open $(ms "$(med ssh_diff.lat)"), door − open with ProxyCommand $(ms "$(med ssh_pdiff.lat)"); load $(loads ssh)")" "-" "-"
   row "refused datagrams per second, one core (Google Benchmark, taskset -c 0, median of 3)" "-" "-" "-" \
-    "$gb_spa (spa_bench BM_RefusedTag/1/0: right length, known key id, the tag fails)" "$gb_fwk (fwknop_bench BM_FwknopRefusedRandom/1/1: canonical base64, the HMAC fails)"
-  row "pcap file, one core (taskset -c 0): packets/s" "n/a (no file input)" "-" "$pcap_pps ($pcap_total packets, $found/20 knocks found)" "-" "-"
-  row "file mode, one core: log lines/s" "n/a (no file mode)" "n/a" "$file_lps ($file_total lines, CPU $((file_cpu / 1000)) ms)" "-" "-"
+    "$gb_spa (spa_bench BM_RefusedTag/1/0: right length, known key id, the tag fails)" "$gb_fwk (fwknop_bench BM_FwknopRefusedRandom/1/1: canonical base64, the HMAC fails)" "as the single packet's"
+  row "pcap file, one core (taskset -c 0): packets/s" "n/a (no file input)" "-" "$pcap_pps ($pcap_total packets, $found/20 knocks found)" "-" "-" "-"
+  row "file mode, one core: log lines/s" "n/a (no file mode)" "n/a" "$file_lps ($file_total lines, CPU $((file_cpu / 1000)) ms)" "-" "-" "-"
   echo
   echo "sh -c start alone (spawn to a stamp command running): $(cost sh.spawn) median."
 } | tee "$BIN/bench-result.md"

@@ -756,15 +756,15 @@ TEST(Engine, NftTemplatesRunInProcessInOrder) {
 )C");
   rig.handle(kn(kT0));
   ASSERT_EQ(rig.runner.commands.size(), 2u);
-  EXPECT_FALSE(rig.runner.commands[0].nft);
+  EXPECT_EQ(rig.runner.commands[0].kind, ActionKind::shell);
   EXPECT_EQ(rig.runner.commands[0].text, "/bin/true 198.18.0.1");
-  EXPECT_TRUE(rig.runner.commands[1].nft);
+  EXPECT_EQ(rig.runner.commands[1].kind, ActionKind::nft);
   EXPECT_EQ(rig.runner.commands[1].text, "add element inet portknock allowed { 198.18.0.1 . 22 timeout 60s }");
   ASSERT_EQ(rig.engine->pending().size(), 1u);
-  EXPECT_TRUE(rig.engine->pending()[0].nft);
+  EXPECT_EQ(rig.engine->pending()[0].kind, ActionKind::nft);
   rig.run_due(kT0 + 31);
   ASSERT_EQ(rig.runner.commands.size(), 3u);
-  EXPECT_TRUE(rig.runner.commands[2].nft);
+  EXPECT_EQ(rig.runner.commands[2].kind, ActionKind::nft);
   EXPECT_EQ(rig.runner.commands[2].text, "delete element inet portknock allowed { 198.18.0.1 . 22 }");
 
   std::ostringstream out;
@@ -947,7 +947,7 @@ TEST(Attack, TransientSpawnFailureIsNotReportedDone) {
     if (setrlimit(RLIMIT_NPROC, &none) != 0) _exit(3);
     if (getuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) _exit(3);  // root ignores NPROC
     ShellRunner runner;
-    runner.run({"/usr/bin/touch " + marker, "action close, template close (delayed)", false, 7});
+    runner.run({"/usr/bin/touch " + marker, "action close, template close (delayed)", ActionKind::shell, 7});
     runner.wait_idle(1);
     auto done = runner.take_completed();
     const bool reported = std::find(done.begin(), done.end(), 7u) != done.end();
@@ -1099,7 +1099,7 @@ const char* kFamilies = R"C(
 )C";
 std::vector<std::string> texts(const RecordingRunner& r, std::size_t from = 0) {
   std::vector<std::string> out;
-  for (std::size_t i = from; i < r.commands.size(); ++i) out.push_back((r.commands[i].nft ? "nft " : "") + r.commands[i].text);
+  for (std::size_t i = from; i < r.commands.size(); ++i) out.push_back((r.commands[i].kind == ActionKind::nft ? "nft " : "") + r.commands[i].text);
   return out;
 }
 }  // namespace

@@ -38,7 +38,7 @@ TEST(Scheduler, OrderCapacityAndDue) {
   EXPECT_EQ(s.size(), 2u);
   EXPECT_EQ(s.add({NAN, "x", "o"}, 1), 0u);
   EXPECT_EQ(s.add({1, "x", "o"}, INFINITY), 0u);
-  EXPECT_EQ(s.add({1040, "f", "o", false, 1}, 40), 4u);  // id 1 is taken: a new one
+  EXPECT_EQ(s.add({1040, "f", "o", ActionKind::shell, 1}, 40), 4u);  // id 1 is taken: a new one
   // A restart hands started commands back, due at once.
   s.restart_started(50);
   EXPECT_EQ(s.started(), 0u);
@@ -49,9 +49,9 @@ TEST(Scheduler, OrderCapacityAndDue) {
 
 TEST(Scheduler, ExpediteMakesOnlyMatchingWaitingCommandsDueNow) {
   Scheduler s;
-  PendingCommand a{0, "close a", "o", false, 0};
+  PendingCommand a{0, "close a", "o", ActionKind::shell, 0};
   a.who = "198.18.0.1";
-  PendingCommand b{0, "close b", "o", false, 0};
+  PendingCommand b{0, "close b", "o", ActionKind::shell, 0};
   b.who = "198.18.0.2";
   s.add(a, 100);
   s.add(b, 200);
@@ -88,8 +88,8 @@ TEST(ShellRunner, PendingResponsesAreNeverRefusedAndReportDone) {
   EXPECT_TRUE(r.run({"/bin/true", "open"}));
   EXPECT_EQ(r.room(), 0u);
   EXPECT_FALSE(r.run({"/bin/true", "open"}));  // an immediate command beyond the queue: refused
-  for (std::uint64_t id = 1; id <= 50; ++id) EXPECT_TRUE(r.run({"/bin/true", "close", false, id}));
-  EXPECT_TRUE(r.run({"list table inet portknock-test-absent-198-18-0-3", "close", true, 51}));
+  for (std::uint64_t id = 1; id <= 50; ++id) EXPECT_TRUE(r.run({"/bin/true", "close", ActionKind::shell, id}));
+  EXPECT_TRUE(r.run({"list table inet portknock-test-absent-198-18-0-3", "close", ActionKind::nft, 51}));
   ASSERT_TRUE(r.wait_idle(60));
   auto done = r.take_completed();
   ASSERT_EQ(done.size(), 50u);
@@ -171,7 +171,7 @@ TEST(ShellRunner, NftCommandsWaitForEarlierShellCommands) {
   ShellRunner r;
   r.run({"sleep 0.2", "first"});
   // Fails whatever the machine's ruleset (no such table), which is all this test needs.
-  Command nft{"list table inet portknock-test-absent-198-18-0-2", "second", true};
+  Command nft{"list table inet portknock-test-absent-198-18-0-2", "second", ActionKind::nft};
   r.run(nft);
   EXPECT_EQ(r.queued(), 1u);  // not run while the shell command before it still runs
   ASSERT_TRUE(r.wait_idle(30));

@@ -144,7 +144,8 @@ std::string Daemon::control_list(bool json) {
              ", \"knocked\": " + std::to_string(static_cast<std::int64_t>(p.knocked)) +
              ", \"due\": " + std::to_string(static_cast<std::int64_t>(p.due)) +
              ", \"origin\": " + config::json_string(p.origin) + ", \"command\": " + config::json_string(p.command) +
-             ", \"nft\": " + (p.nft ? "true" : "false") + "}";
+             ", \"nft\": " + (p.kind == rules::ActionKind::nft ? "true" : "false") +
+             ", \"kind\": \"" + std::string(rules::action_key(p.kind)) + "\"}";
     } else {
       char line[512];
       const std::string address = p.target.empty() ? "?" : p.target == p.who ? p.target : p.target + " (from " + p.who + ")";

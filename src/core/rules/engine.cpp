@@ -1,5 +1,6 @@
 #include "rules/engine.hpp"
 
+
 #include <sodium.h>
 #include <sys/stat.h>
 
@@ -9,6 +10,7 @@
 #include <ctime>
 #include <iostream>
 
+#include "rules/ipset.hpp"
 #include "util/log.hpp"
 #include "util/text.hpp"
 
@@ -223,10 +225,9 @@ Engine::Engine(const config::Value& root, EngineOptions options)
     runner_ = own_runner_.get();
   }
   if (runner_ != nullptr) {
-    bool nft = false;
     for (const Template& t : templates_)
-      for (const Step& step : t.steps) nft = nft || step.is_nft;
-    if (nft) runner_->prepare_nft();
+      for (const Step& step : t.steps)
+        if (in_process(step.kind)) runner_->prepare(step.kind);
   }
   load_cache_settings(root);
   std::optional<StoreSettings> store = parse_store_settings(root);  // checked in -test too
@@ -241,6 +242,13 @@ Engine::Engine(const config::Value& root, EngineOptions options)
 }
 
 Engine::~Engine() = default;
+
+// An ipset line is checked as it will run, each field and state(...) standing for a number.
+void Engine::check_ipset_template(const std::vector<SystemPart>& parts, const Location& where) {
+  std::string sample;
+  for (const SystemPart& part : parts) sample += part.kind == SystemPart::Kind::Literal ? part.text : "1";
+  if (auto why = ipset_command_error(sample)) throw ConfigError(where, "ipset: " + *why);
+}
 
 void Engine::load_templates(const config::Value& root) {
   const config::Value* block = root.find("template");
@@ -257,27 +265,32 @@ void Engine::load_templates(const config::Value& root) {
     t.name = name;
     t.where = body.where();
     for (const auto& [key, value] : body.members()) {
-      // system4/nft4 and system6/nft6: the same, only for a knock whose FAMILY is 4 or 6.
+      // system4/nft4/ipset4 and system6/nft6/ipset6: the same, only for a knock whose FAMILY is 4 or 6.
       const int family = key.size() > 3 && (key.back() == '4' || key.back() == '6') ? key.back() - '0' : 0;
       const std::string base = family != 0 ? key.substr(0, key.size() - 1) : key;
-      if ((base != "system" && base != "state" && base != "nft") || (family != 0 && base == "state"))
+      std::optional<ActionKind> kind;
+      for (ActionKind k : {ActionKind::shell, ActionKind::nft, ActionKind::ipset})
+        if (base == action_key(k)) kind = k;
+      if ((!kind && base != "state") || (family != 0 && base == "state"))
         throw ConfigError(value.where(), "unknown key '" + key + "' in <template " + name +
-                                             "> (expected system, nft or state; system4, system6, nft4, nft6)");
+                                             "> (expected system, nft, ipset or state; system4, system6, nft4, nft6, "
+                                             "ipset4, ipset6)");
       for (const config::Value* item : body.all(key)) {
         if (!item->is_string()) throw ConfigError(item->where(), "'" + key + "' must be a value, not a block");
         Step step;
         step.family = family;
-        if (base == "system" || base == "nft") {
+        if (kind) {
           step.is_system = true;
-          step.is_nft = base == "nft";
+          step.kind = *kind;
           step.system = parse_system(item->text(), item->where(), options_.expr_limits);
+          if (*kind == ActionKind::ipset) check_ipset_template(step.system, item->where());
         } else {
           step.state = Expr::parse(item->text(), item->where(), options_.expr_limits);
         }
         t.steps.push_back(std::move(step));
       }
     }
-    if (t.steps.empty()) throw ConfigError(t.where, "<template " + name + "> has no system, nft or state");
+    if (t.steps.empty()) throw ConfigError(t.where, "<template " + name + "> has no system, nft, ipset or state");
     templates_.push_back(std::move(t));
   }
 }
@@ -556,12 +569,12 @@ std::optional<std::string> Engine::plan_knock(const KnockEvent& event, const Var
           }
           return std::optional<std::string>(origin + ": command refused: " + why);
         }
-        const char* kind = step.is_nft ? "nft " : "";
+        const std::string kind = in_process(step.kind) ? std::string(action_key(step.kind)) + " " : "";
         if (action.delay > 0) {
           if (options_.test_mode)
             out << "would run after " << format_number(action.delay, false) << "s: " << kind << *cmd << '\n';
           else {
-            PendingCommand p{event.time + action.delay, *cmd, origin, step.is_nft, 0};
+            PendingCommand p{event.time + action.delay, *cmd, origin, step.kind, 0};
             p.who = event.logip.str();
             p.target = door_address(event);
             p.client = std::string(event.extras.client);
@@ -571,7 +584,7 @@ std::optional<std::string> Engine::plan_knock(const KnockEvent& event, const Var
         } else if (options_.test_mode) {
           out << "would run: " << kind << *cmd << '\n';
         } else {
-          now.push_back({*cmd, origin, step.is_nft, 0});
+          now.push_back({*cmd, origin, step.kind, 0});
         }
       }
     }
@@ -886,7 +899,7 @@ void Engine::run_due() noexcept {
   try {
     auto due = scheduler_.take_due(clock_->mono());
     for (const auto& p : due)
-      if (runner_ != nullptr) runner_->run({p.command, p.origin + " (delayed)", p.nft, p.id});
+      if (runner_ != nullptr) runner_->run({p.command, p.origin + " (delayed)", p.kind, p.id});
   } catch (const std::exception& e) {
     log::error(std::string("delayed commands: ") + e.what());
   }

@@ -179,8 +179,8 @@ class Engine {
     std::vector<Expr::Key> keys;
   };
   struct Step {
-    bool is_system = false;  // system = "..." (or, with is_nft, nft = "...")
-    bool is_nft = false;
+    bool is_system = false;  // a command: system = "...", or (by kind) nft = "...", ipset = "..."
+    ActionKind kind = ActionKind::shell;
     int family = 0;          // 4 or 6: system4/nft4, system6/nft6 run only for a knock of that FAMILY
     std::vector<SystemPart> system;
     std::optional<Expr> state;
@@ -203,6 +203,8 @@ class Engine {
   // value is not a number or an address.
   static std::optional<std::string> substitute(const std::vector<SystemPart>& parts, const Vars& vars,
                                                const StateStore& state, std::string* why);
+  // Refuses (ConfigError at `where`) an ipset line that libipset would refuse whatever the values.
+  static void check_ipset_template(const std::vector<SystemPart>& parts, const Location& where);
   static std::vector<SystemPart> parse_system(std::string_view text, const Location& where,
                                               const ExprLimits& limits);
 

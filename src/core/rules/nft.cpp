@@ -16,6 +16,14 @@ NftExecutor::~NftExecutor() {
   if (ctx_ != nullptr) nft_ctx_free(ctx_);
 }
 
+void NftExecutor::prepare() noexcept {
+  try {
+    std::string ignored;
+    run("list tables", &ignored);
+  } catch (...) {
+  }
+}
+
 bool NftExecutor::run(const std::string& command, std::string* error) noexcept {
   if (ctx_ == nullptr) {
     if (error != nullptr) *error = "libnftables could not be initialised";

@@ -41,12 +41,12 @@ ShellRunner::~ShellRunner() {
 
 bool ShellRunner::run(const Command& command) noexcept {
   try {
-    // In order: an nft command runs at once only when nothing is running or waiting.
-    if (command.nft && children_.empty() && queue_.empty()) {
-      run_nft(command);
+    // In order: an in-process command runs at once only when nothing is running or waiting.
+    if (in_process(command.kind) && children_.empty() && queue_.empty()) {
+      run_in_process(command);
       return true;
     }
-    if (!command.nft && children_.size() < options_.max_children && queue_.empty()) {
+    if (!in_process(command.kind) && children_.size() < options_.max_children && queue_.empty()) {
       start(command);
       return true;
     }
@@ -92,31 +92,37 @@ std::vector<std::string> plain_command_words(std::string_view text) {
   return words;
 }
 
-void ShellRunner::prepare_nft() noexcept {
-  try {
-    if (nft_) return;
-    nft_ = std::make_unique<NftExecutor>();
-    // The first commands of a context load nft's tables of names and protocols and its cache
-    // (about 3 ms each here); a harmless listing now keeps that off the first knock.
-    std::string ignored;
-    nft_->run("list tables", &ignored);
-  } catch (...) {
-  }
+InProcessAction* ShellRunner::executor(ActionKind kind) noexcept {
+  const auto i = static_cast<std::size_t>(kind);
+  if (i >= in_process_.size() || !in_process(kind)) return nullptr;
+  if (!in_process_[i]) in_process_[i] = make_in_process_action(kind);
+  return in_process_[i].get();
 }
 
-void ShellRunner::run_nft(const Command& command) noexcept {
+void ShellRunner::prepare(ActionKind kind) noexcept {
+  const auto i = static_cast<std::size_t>(kind);
+  if (i >= in_process_.size() || in_process_[i]) return;  // prepared, or already in use
+  if (InProcessAction* action = executor(kind)) action->prepare();
+}
+
+void ShellRunner::run_in_process(const Command& command) noexcept {
   try {
-    if (!nft_) nft_ = std::make_unique<NftExecutor>();
+    const std::string shown = std::string(action_key(command.kind)) + " " + command.text;
     std::string error;
-    log::info("running " + command.origin + ": nft " + command.text);
-    const bool ok = nft_->run(command.text, &error);
+    log::info("running " + command.origin + ": " + shown);
+    InProcessAction* action = executor(command.kind);
+    bool ok = false;
+    if (action == nullptr)
+      error = "out of memory";
+    else
+      ok = action->run(command.text, &error);
     if (ok) {
-      log::info(command.origin + ": 'nft " + command.text + "' done");
+      log::info(command.origin + ": '" + shown + "' done");
     } else {
-      log::error(command.origin + ": 'nft " + command.text + "' failed: " + error);
+      log::error(command.origin + ": '" + shown + "' failed: " + error);
     }
     if (finished_.size() >= 64) finished_.pop_front();
-    finished_.push_back({"nft " + command.text, ok ? 0 : 1, error});
+    finished_.push_back({shown, ok ? 0 : 1, error});
     ++(ok ? succeeded_ : failed_count_);
     if (command.id != 0) {
       if (ok)
@@ -125,7 +131,7 @@ void ShellRunner::run_nft(const Command& command) noexcept {
         failed_.emplace_back(command.id, 1);
     }
   } catch (...) {
-    log::error("out of memory; not running an nft command");
+    log::error("out of memory; not running " + std::string(action_key(command.kind)) + " command");
   }
 }
 
@@ -269,12 +275,12 @@ void ShellRunner::reap() noexcept {
     ++i;
   }
   while (!queue_.empty()) {
-    if (queue_.front().nft) {
+    if (in_process(queue_.front().kind)) {
       if (!children_.empty()) break;  // after the shell commands queued before it
       Command next = std::move(queue_.front());
       queue_.pop_front();
       if (next.id == 0) --queued_immediate_;
-      run_nft(next);
+      run_in_process(next);
       continue;
     }
     if (children_.size() >= options_.max_children) break;

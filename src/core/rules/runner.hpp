@@ -1,5 +1,6 @@
 #pragma once
 // Running a template's system command: an interface so tests can record what would run.
+#include <array>
 #include <cstddef>
 #include <deque>
 #include <memory>
@@ -10,14 +11,15 @@
 #include <sys/types.h>
 #include <vector>
 
-#include "rules/nft.hpp"
+#include "rules/action_kind.hpp"
+#include "rules/in_process.hpp"
 
 namespace knock::rules {
 
 struct Command {
-  std::string text;    // for /bin/sh -c
+  std::string text;    // for /bin/sh -c, or the in-process library's one line
   std::string origin;  // "action NAME, template T" for logs
-  bool nft = false;    // run in process through libnftables, not by /bin/sh
+  ActionKind kind = ActionKind::shell;  // nft, ipset: run in process, not by /bin/sh
   // A pending response's id in the scheduler (0: an immediate command). The runner reports it
   // through take_completed() once the command has finished, and never refuses it.
   std::uint64_t id = 0;
@@ -35,7 +37,7 @@ class CommandRunner {
   // Immediate commands that would still be accepted now.
   virtual std::size_t room() const noexcept { return static_cast<std::size_t>(-1); }
   // Ids of the pending responses (Command::id) whose command finished with exit status 0 (an
-  // nft command: succeeded) since the last call.
+  // in-process command: succeeded) since the last call.
   virtual std::vector<std::uint64_t> take_completed() noexcept { return {}; }
   // Pending responses that failed since the last call: (id, status), status the exit code,
   // 128 + signal, or -1 when the command could not be started at all (no descriptor, no process,
@@ -44,8 +46,8 @@ class CommandRunner {
   // Stops every running command now (SIGKILL to its process group) and forgets the queue; used
   // at exit once stopwait has passed, so that no command outlives the daemon.
   virtual void kill_all() noexcept {}
-  // Prepares libnftables before the first knock (when a template uses nft).
-  virtual void prepare_nft() noexcept {}
+  // Prepares an in-process kind's library before the first knock (when a template uses it).
+  virtual void prepare(ActionKind /*kind*/) noexcept {}
   // Commands running or waiting; the caller should reap() soon.
   virtual bool busy() const noexcept { return false; }
   // Readable when a running command wrote or exited; -1 when there is none.
@@ -104,8 +106,8 @@ class ShellRunner final : public CommandRunner {
   std::vector<std::uint64_t> take_completed() noexcept override { return std::exchange(completed_, {}); }
   std::vector<std::pair<std::uint64_t, int>> take_failed() noexcept override { return std::exchange(failed_, {}); }
   void kill_all() noexcept override;
-  // Sets up libnftables now rather than on the first knock (it reads the ruleset once).
-  void prepare_nft() noexcept override;
+  // Sets up an in-process kind's library now rather than on the first knock.
+  void prepare(ActionKind kind) noexcept override;
 
   bool busy() const noexcept override { return !children_.empty() || !queue_.empty(); }
   std::size_t running() const { return children_.size(); }
@@ -121,7 +123,7 @@ class ShellRunner final : public CommandRunner {
     int status = 0;       // exit code, or 128 + signal
     std::string stderr_head;
   };
-  // Commands (shell and nft) that finished with status 0, and otherwise (metrics).
+  // Commands (shell and in-process) that finished with status 0, and otherwise (metrics).
   std::uint64_t succeeded() const { return succeeded_; }
   std::uint64_t failed() const { return failed_count_; }
   // Last finished commands, newest last (bounded to 64), for tests and status reports.
@@ -137,8 +139,9 @@ class ShellRunner final : public CommandRunner {
     int status = 0;
   };
   void start(const Command& command) noexcept;
-  void run_nft(const Command& command) noexcept;
-  std::unique_ptr<NftExecutor> nft_;  // created on the first nft command
+  void run_in_process(const Command& command) noexcept;
+  InProcessAction* executor(ActionKind kind) noexcept;  // created on first use; nullptr: none
+  std::array<std::unique_ptr<InProcessAction>, 3> in_process_;  // by ActionKind
   void drain(Child& child) noexcept;
   void finish(Child& child) noexcept;
 

@@ -15,13 +15,15 @@
 #include <utility>
 #include <vector>
 
+#include "rules/action_kind.hpp"
+
 namespace knock::rules {
 
 struct PendingCommand {
   double due = 0;       // wall clock, seconds since the epoch (for saving and display)
   std::string command;  // already substituted
   std::string origin;   // "action NAME, template T" for logs
-  bool nft = false;     // an nftables command run in process (template key nft), not a shell one
+  ActionKind kind = ActionKind::shell;  // nft, ipset: run in process (template key nft, ipset)
   std::uint64_t id = 0; // unique within the table and its cache (0: not yet assigned)
   int attempts = 0;     // runs that failed so far (in memory only: a restart starts again)
   // Who it is for (knockctl list, close ADDRESS): the knock's source address, the address its

@@ -336,8 +336,29 @@ std::string state_record(const std::vector<std::string>& keys, const Scalar& val
   return out;
 }
 
+namespace {
+// A pending record's letter tells how its command runs: P by /bin/sh, N nft, I ipset.
+char pending_letter(ActionKind kind) {
+  switch (kind) {
+    case ActionKind::nft:
+      return 'N';
+    case ActionKind::ipset:
+      return 'I';
+    case ActionKind::shell:
+      break;
+  }
+  return 'P';
+}
+std::optional<ActionKind> pending_kind(std::string_view letter) {
+  if (letter == "P") return ActionKind::shell;
+  if (letter == "N") return ActionKind::nft;
+  if (letter == "I") return ActionKind::ipset;
+  return std::nullopt;
+}
+}  // namespace
+
 std::string pending_record(const PendingCommand& p) {
-  std::string out = std::string(p.nft ? "N " : "P ") + std::to_string(p.id) + " " + format_time(p.due) + " " +
+  std::string out = std::string(1, pending_letter(p.kind)) + " " + std::to_string(p.id) + " " + format_time(p.due) + " " +
                     escape(p.origin) + " " + escape(p.command);
   // Who it is for, when known: WHO CLIENT KNOCKED (CLIENT "-" for none), and TARGET when
   // the door opened for another address than WHO.
@@ -511,7 +532,7 @@ bool apply_record(const std::vector<std::string_view>& f, int version, CacheCont
     }
     return true;
   }
-  if (f[0] == "P" || f[0] == "N") {
+  if (const auto kind = pending_kind(f[0])) {
     // format 2: P ID DUE ORIGIN COMMAND [WHO CLIENT KNOCKED [TARGET]]
     const std::size_t skip = version >= 2 ? 1 : 0;
     const bool with_target = skip != 0 && f.size() == 8 + skip;
@@ -528,7 +549,7 @@ bool apply_record(const std::vector<std::string_view>& f, int version, CacheCont
     auto command = unescape(f[3 + skip]);
     if (!time_field(f[1 + skip]) || !origin || !command) return bad("bad pending record");
     if (out.pending.size() >= max_pending) return bad("too many pending commands");
-    PendingCommand p{numify(f[1 + skip]), std::move(*command), std::move(*origin), f[0] == "N", id};
+    PendingCommand p{numify(f[1 + skip]), std::move(*command), std::move(*origin), *kind, id};
     if (with_who) {
       auto who = unescape(f[5]);
       auto client = f[6] == "-" ? std::optional<std::string>("") : unescape(f[6]);
