@@ -19,6 +19,10 @@ void Daemon::watch_priority(double now) {
     // The monitor one above the worker: a worker spinning under a flood cannot keep it (and its
     // guard) off a CPU, even on a machine with one.
     if (const std::string why = set_realtime(0, want.priority + 1); !why.empty()) {
+      // Whatever an earlier `realtime` gave must not stay without its guard (lowering needs no
+      // privilege: a daemon that dropped to `user` can still do it).
+      (void)set_normal(0);
+      if (worker_pid_ >= 0) (void)set_normal(worker_pid_);
       log::error("realtime = " + std::to_string(want.priority) + ": cannot use SCHED_FIFO (" + why +
                  "); normal scheduling (under the systemd unit: the drop-in of doc/PERFORMANCE.md)");
       return;
