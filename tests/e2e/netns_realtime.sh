@@ -85,7 +85,7 @@ bg_in_ns "$NS_OTHER" "$FLOOD_OUT" "$BIN/synflood" --dst $SERVER_IP_OTHER --ports
   --prefix "$prefix" --count 100000000 --max-seconds 60 --progress 0.5
 FLOOD_PID=${E2E_PIDS[-1]}
 wait_for 30 "the worker's real-time priority withdrawn under the flood" is_policy "$WORKER" SCHED_OTHER
-grep -q "worker $WORKER used [0-9]*% of a CPU in the last half second (realtimecpu = 5): real-time priority withdrawn" "$LOG" ||
+grep -q "worker $WORKER and the monitor used [0-9]*% of a CPU in the last half second (realtimecpu = 5): real-time priority withdrawn" "$LOG" ||
   fail "no withdrawal line: $(tail -5 "$LOG")"
 [ "$(policy "$DAEMON_PID")" = SCHED_FIFO ] || fail "the monitor lost SCHED_FIFO too: $(grep -i "real-time" "$LOG")"
 rm -f "$E2E_TMP/cmd.sched"
@@ -93,7 +93,7 @@ knock 2
 wait_for 10 "knock opens port 22 during the flood" can_connect "$NS_CLIENT" $SERVER_IP 22
 in_ns "$NS_SERVER" iptables -D INPUT -p tcp -s $CLIENT_IP/32 --dport 22 --syn -j ACCEPT
 kill -TERM "$FLOOD_PID"; wait "$FLOOD_PID" || true
-say "-- flood: $(grep "worker $WORKER used" "$LOG" | head -1 | sed 's/.*worker/worker/')"
+say "-- flood: $(grep "worker $WORKER and the monitor used" "$LOG" | head -1 | sed 's/.*worker/worker/')"
 
 # 4. A minute of calm: the worker gets SCHED_FIFO back.
 wait_for 90 "the worker's real-time priority restored after the flood" is_policy "$WORKER" SCHED_FIFO

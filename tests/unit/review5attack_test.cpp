@@ -406,6 +406,29 @@ TEST(RedisFailover, ReadOnlyReplicaIsAnOutageAndTheNextConnectionIsUsed) {
   }
 }
 
+// Review 7: a server stuck answering READONLY (the address still leads to the old primary) or a
+// hostile one that answers every commit so: each answer reset the back-off to 0 before the
+// outage set it again, so the store reconnected every 0.1 s forever, with every knock that
+// needs it, instead of less and less often like a server that fails every request otherwise.
+TEST(Review7Attack, ServerThatNeverServesIsRetriedLessAndLessOften) {
+  FakeRedis server([](Conn& c, int) {
+    if (!c.hello()) return;
+    while (c.command()) c.send("-READONLY You can't write against a read only replica.\r\n");
+  });
+  auto store = make_redis_store(server.settings(200));
+  std::string why;
+  for (int i = 0; i < 5; ++i) {
+    const double deadline = mono() + 10;
+    while (!store->usable(nullptr) && mono() < deadline) nap(10);
+    ASSERT_EQ(store->commit(a_commit()).outcome, SharedStore::Outcome::Unavailable);
+  }
+  ASSERT_FALSE(store->usable(&why));
+  // 0.1, 0.2, 0.4, 0.8, then 1.6 s.
+  const auto at = why.find("next attempt in ");
+  ASSERT_NE(at, std::string::npos) << why;
+  EXPECT_GT(std::stoi(why.substr(at + 16)), 800) << why;
+}
+
 // A server that restarted (its end closed while idle): the next request reconnects at once and
 // is answered (doc/FLEET.md).
 TEST(Review5Attack, RestartedServerIsReconnectedAtOnce) {

@@ -173,7 +173,8 @@ class Daemon final : public KnockSink {
   double priority_wait(double now) const;
   // A new worker starts at normal priority (SCHED_RESET_ON_FORK): raise it.
   void raise_worker();
-  void guard_process(CpuGuard& guard, pid_t pid, const std::string& who);
+  // Carries out one of the guard's decisions for pid (0: the monitor); `who` starts the log line.
+  void apply_priority(CpuGuard::Change change, pid_t pid, const std::string& who, double share);
 
   // ---- privilege separation (doc/SECURITY.md, "Two processes") ----
 
@@ -271,7 +272,8 @@ class Daemon final : public KnockSink {
   // real-time priority
   RealtimeSettings realtime_applied_{};  // what watch_priority last applied
   bool realtime_on_ = false;             // the monitor got SCHED_FIFO
-  CpuGuard monitor_guard_, worker_guard_;
+  RealtimeGuard guard_;
+  double ended_workers_cpu_ = 0;  // the CPU time of the workers that ended (wait4)
   double next_priority_check_ = 0;
   // privilege separation
   static constexpr int kWorkerSetupFailed = 70;

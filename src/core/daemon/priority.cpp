@@ -71,4 +71,13 @@ CpuGuard::Change CpuGuard::sample(double wall, double cpu) noexcept {
   return Change::restore;
 }
 
+RealtimeGuard::Changes RealtimeGuard::sample(double wall, double monitor_cpu, double workers_cpu) noexcept {
+  Changes c;
+  c.monitor = monitor_.sample(wall, monitor_cpu);
+  // The monitor's CPU counts in the worker's share: whenever the monitor is over the share, so
+  // is the worker, and the worker's calm never starts before the monitor's.
+  c.worker = worker_.sample(wall, monitor_cpu + workers_cpu);
+  return c;
+}
+
 }  // namespace knock::daemon

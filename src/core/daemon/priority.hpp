@@ -56,4 +56,31 @@ class CpuGuard {
   double calm_since_ = 0;  // when the share last went under max_share_ while withdrawn
 };
 
+// The monitor's and the worker's guards together (pure logic, tests/unit/review7attack_test.cpp).
+//  - The monitor is judged on its own CPU time.
+//  - The worker is judged on both processes' CPU time: on a machine with one CPU their real-time
+//    shares add up (each just under realtimecpu, together they would take the whole CPU).
+//  - So the worker is never real-time while the monitor is not: at SCHED_FIFO above a monitor at
+//    SCHED_OTHER, a spinning worker would keep the monitor, and so this guard, off the CPU.
+//  - The worker's withdrawal outlives the worker (Daemon::raise_worker; workers_cpu counts the
+//    ended ones): a new one (after a crash, an exit, a protocol breach) starts at normal
+//    priority until the calm minute is over.
+class RealtimeGuard {
+ public:
+  struct Changes {
+    CpuGuard::Change monitor = CpuGuard::Change::none, worker = CpuGuard::Change::none;
+  };
+  explicit RealtimeGuard(double max_share = 0.5) : monitor_(max_share), worker_(max_share) {}
+  // monitor_cpu: the monitor's CPU time; workers_cpu: all its workers' together, the ended ones'
+  // included (a total that never goes back).
+  Changes sample(double wall, double monitor_cpu, double workers_cpu) noexcept;
+  bool monitor_realtime() const noexcept { return monitor_.realtime(); }
+  bool worker_realtime() const noexcept { return worker_.realtime(); }
+  double monitor_share() const noexcept { return monitor_.last_share(); }
+  double both_share() const noexcept { return worker_.last_share(); }
+
+ private:
+  CpuGuard monitor_, worker_;
+};
+
 }  // namespace knock::daemon

@@ -8,8 +8,7 @@ void Daemon::watch_priority(double now) {
   if (want.priority != realtime_applied_.priority || want.max_share != realtime_applied_.max_share) {
     const bool was_on = realtime_on_;
     realtime_applied_ = want;
-    monitor_guard_ = CpuGuard(want.max_share);
-    worker_guard_ = CpuGuard(want.max_share);
+    guard_ = RealtimeGuard(want.max_share);
     realtime_on_ = false;
     if (want.priority == 0) {
       (void)set_normal(0);
@@ -20,23 +19,35 @@ void Daemon::watch_priority(double now) {
     // The monitor one above the worker: a worker spinning under a flood cannot keep it (and its
     // guard) off a CPU, even on a machine with one.
     if (const std::string why = set_realtime(0, want.priority + 1); !why.empty()) {
+      // Whatever an earlier `realtime` gave must not stay without its guard (lowering needs no
+      // privilege: a daemon that dropped to `user` can still do it).
+      (void)set_normal(0);
+      if (worker_pid_ >= 0) (void)set_normal(worker_pid_);
       log::error("realtime = " + std::to_string(want.priority) + ": cannot use SCHED_FIFO (" + why +
                  "); normal scheduling (under the systemd unit: the drop-in of doc/PERFORMANCE.md)");
       return;
     }
     realtime_on_ = true;
-    monitor_guard_.start();
     log::info("real-time priority (SCHED_FIFO) " + std::to_string(want.priority + 1) + " for the monitor and " +
-              std::to_string(want.priority) + " for the worker, none for commands; withdrawn from a process that "
+              std::to_string(want.priority) + " for the worker, none for commands; withdrawn from the monitor when it "
               "uses more than " + std::to_string(static_cast<int>(want.max_share * 100 + 0.5)) +
-              "% of a CPU (realtimecpu)");
+              "% of a CPU (realtimecpu), from the worker when both together do");
     raise_worker();
     next_priority_check_ = now + CpuGuard::kInterval;
   }
   if (!realtime_on_ || now < next_priority_check_) return;
   next_priority_check_ = now + CpuGuard::kInterval;
-  guard_process(monitor_guard_, 0, "the monitor");
-  if (worker_pid_ >= 0) guard_process(worker_guard_, worker_pid_, "worker " + std::to_string(worker_pid_));
+  const auto monitor = process_cpu_seconds(0);
+  if (!monitor) return;
+  double workers = ended_workers_cpu_;
+  if (worker_pid_ >= 0) {
+    if (const auto cpu = process_cpu_seconds(worker_pid_)) workers += *cpu;
+  }
+  const RealtimeGuard::Changes changes = guard_.sample(wall_clock(), *monitor, workers);
+  apply_priority(changes.monitor, 0, "the monitor used ", guard_.monitor_share());
+  if (worker_pid_ >= 0)
+    apply_priority(changes.worker, worker_pid_, "worker " + std::to_string(worker_pid_) + " and the monitor used ",
+                   guard_.both_share());
 }
 
 double Daemon::priority_wait(double now) const {
@@ -45,34 +56,34 @@ double Daemon::priority_wait(double now) const {
 }
 
 void Daemon::raise_worker() {
-  if (!realtime_on_ || worker_pid_ < 0) return;
-  worker_guard_.start();
+  // A worker withdrawn stays withdrawn in its successor until the calm minute is over.
+  if (!realtime_on_ || worker_pid_ < 0 || !guard_.worker_realtime()) return;
   if (const std::string why = set_realtime(worker_pid_, realtime_applied_.priority); !why.empty())
     log::error("worker " + std::to_string(worker_pid_) + ": cannot use SCHED_FIFO (" + why + ")");
 }
 
-void Daemon::guard_process(CpuGuard& guard, pid_t pid, const std::string& who) {
-  const auto cpu = process_cpu_seconds(pid);
-  if (!cpu) return;
-  switch (guard.sample(wall_clock(), *cpu)) {
+void Daemon::apply_priority(CpuGuard::Change change, pid_t pid, const std::string& who, double share) {
+  const std::string name = pid == 0 ? std::string("the monitor") : "worker " + std::to_string(pid);
+  switch (change) {
     case CpuGuard::Change::none:
       return;
     case CpuGuard::Change::withdraw: {
-      const int used = static_cast<int>(guard.last_share() * 100 + 0.5);
+      const int used = static_cast<int>(share * 100 + 0.5);
       const std::string why = set_normal(pid);
-      log::warning(who + " used " + std::to_string(used) + "% of a CPU in the last half second (realtimecpu = " +
+      log::warning(who + std::to_string(used) + "% of a CPU in the last half second (realtimecpu = " +
                    std::to_string(static_cast<int>(realtime_applied_.max_share * 100 + 0.5)) +
-                   "): real-time priority withdrawn" + (why.empty() ? "" : " but failed: " + why) +
-                   ", back after " + std::to_string(static_cast<int>(CpuGuard::kCalm)) + " s under that share");
+                   "): real-time priority withdrawn" +
+                   (why.empty() ? "" : " but failed: " + why) + ", back after " +
+                   std::to_string(static_cast<int>(CpuGuard::kCalm)) + " s under that share");
       return;
     }
     case CpuGuard::Change::restore: {
       const int priority = realtime_applied_.priority + (pid == 0 ? 1 : 0);
       const std::string why = set_realtime(pid, priority);
       if (why.empty())
-        log::info(who + ": real-time priority " + std::to_string(priority) + " restored");
+        log::info(name + ": real-time priority " + std::to_string(priority) + " restored");
       else
-        log::error(who + ": cannot restore SCHED_FIFO (" + why + ")");
+        log::error(name + ": cannot restore SCHED_FIFO (" + why + ")");
       return;
     }
   }

@@ -93,6 +93,7 @@ class RedisStore final : public SharedStore {
 
   std::optional<std::string> read(const std::vector<std::string>& keys, std::string* error) override {
     std::vector<Reply> replies;
+    const double backoff = backoff_;  // an answer that is an outage does not reset it (below)
     if (!request({{"GET", redis_state_key(s_.prefix, keys)}}, replies, error)) return std::nullopt;
     const Reply& r = replies.front();
     if (r.type == REDIS_REPLY_NIL) return std::string();
@@ -105,6 +106,7 @@ class RedisStore final : public SharedStore {
     }
     // Another type: the connection is out of step (or the server hostile); not used again.
     const std::string why = "GET answered " + describe_reply(r);
+    if (r.type == REDIS_REPLY_ERROR && not_serving(r.str)) backoff_ = backoff;
     if (r.type != REDIS_REPLY_ERROR || not_serving(r.str)) down(why);
     if (error != nullptr) *error = name_ + ": " + why;
     return std::nullopt;
@@ -119,6 +121,9 @@ class RedisStore final : public SharedStore {
     cmd.insert(cmd.end(), args.begin(), args.end());
     std::vector<Reply> replies;
     std::string error;
+    // A server that answers but never serves backs off like one that fails every request: the
+    // answer reset backoff_, the outage below puts it back before doubling it.
+    const double backoff = backoff_;
     if (!request({cmd}, replies, &error)) return {Outcome::Unavailable, error};
     if (replies.front().type == REDIS_REPLY_ERROR && replies.front().str.rfind("NOSCRIPT", 0) == 0) {
       // The server restarted or its scripts were flushed: send the script itself (it is cached again).
@@ -132,6 +137,7 @@ class RedisStore final : public SharedStore {
       // No verdict on this knock: a replica after a failover, a server loading its data. Its
       // connection is dropped (the next one may reach the new primary): an outage, so
       // `fallback = local` applies.
+      backoff_ = backoff;
       down("it cannot take the commit now (" + r.str.substr(0, 120) + ")");
       return {Outcome::Unavailable, name_ + ": " + r.str.substr(0, 200)};
     }
