@@ -62,16 +62,6 @@ TEST(CpuGuard, ExactlyTheShareIsAllowedAndAClockGoingBackIsABaseline) {
   EXPECT_EQ(guard.sample(7, 10.2), Change::withdraw);
 }
 
-TEST(CpuGuard, StartMakesANewProcessRealTimeWithoutABaseline) {
-  CpuGuard guard(0.3);
-  guard.sample(0, 0);
-  ASSERT_EQ(guard.sample(1, 1), Change::withdraw);
-  guard.start();
-  EXPECT_TRUE(guard.realtime());
-  EXPECT_EQ(guard.sample(2, 0), Change::none);  // a new worker's CPU time starts at 0
-  EXPECT_EQ(guard.sample(3, 0.1), Change::none);
-}
-
 TEST(Priority, ReadsAnotherProcesssCpuClock) {
   const pid_t child = fork();
   if (child == 0) {

@@ -37,12 +37,6 @@ std::optional<double> process_cpu_seconds(pid_t pid) noexcept {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
-void CpuGuard::start() noexcept {
-  realtime_ = true;
-  have_baseline_ = false;
-  share_ = 0;
-}
-
 CpuGuard::Change CpuGuard::sample(double wall, double cpu) noexcept {
   if (!have_baseline_ || wall <= wall_) {
     if (!have_baseline_ || wall < wall_) {

@@ -41,10 +41,8 @@ class CpuGuard {
   static constexpr double kCalm = 60;       // seconds under the share before restoring
 
   explicit CpuGuard(double max_share = 0.5) : max_share_(max_share) {}
-  // `wall` and `cpu` in seconds. The first sample after start() only sets the baseline.
+  // `wall` and `cpu` in seconds. The first sample only sets the baseline.
   Change sample(double wall, double cpu) noexcept;
-  // A new process (or the first): real-time, no baseline.
-  void start() noexcept;
   bool realtime() const noexcept { return realtime_; }
   double last_share() const noexcept { return share_; }  // of one CPU, over the last interval
 
