@@ -489,6 +489,7 @@ ElementWriter::Result ElementWriter::write(const ElementCommand& command) noexce
     if (command.key.empty() || command.table.size() > kMaxNameLength || command.set.size() > kMaxNameLength)
       return {Outcome::NotApplicable, "not a single element"};
     if (!open()) return {Outcome::NotApplicable, "no netfilter netlink socket: " + errno_message(errno)};
+    if (sequence_ > 0xffff0000u) sequence_ = 1;  // the numbers of one batch never wrap around
 
     // 1. The set as it is now (never cached: the admin may have re-created it with another type).
     SetInfo info;
