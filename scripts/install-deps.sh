@@ -7,7 +7,7 @@ PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev
   # libraries
-  libpcap-dev libpcre2-dev libcrypto++-dev libnftables-dev libipset-dev libsodium-dev libnetfilter-log-dev
+  libpcap-dev libpcre2-dev libcrypto++-dev libnftables-dev libipset-dev libnftnl-dev libmnl-dev libsodium-dev libnetfilter-log-dev
   libseccomp-dev libcap-dev libhiredis-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -9,6 +9,8 @@
 # Each time: closed before the knock; the client connects after it, the other host does not; the
 # kernel removes the element after the timeout. Over the socket, the datagram replayed from the
 # other host and from the client opens nothing and is counted as replayed.
+# The element goes through the netlink fast path (rules/nft_element.hpp), not libnftables: the
+# daemon runs with -debug, which logs the way each nft command went.
 # The iptables template, the port form and every refusal: netns_spa.sh.
 E2E_ID=pkspa$$
 source "$(dirname "$0")/netns.bash"
@@ -70,7 +72,7 @@ start_daemon() {
   chmod 600 "$E2E_TMP/$1.conf"
   "$BIN/knockdaemon" -check -conf "$E2E_TMP/$1.conf" >/dev/null || fail "$1.conf: config check failed"
   LOG=$E2E_TMP/$1.log
-  bg_in_ns "$NS_SERVER" "$LOG" "$BIN/knockdaemon" -conf "$E2E_TMP/$1.conf"
+  bg_in_ns "$NS_SERVER" "$LOG" "$BIN/knockdaemon" -debug -conf "$E2E_TMP/$1.conf"
   DAEMON_PID=${E2E_PIDS[-1]}
   wait_for 10 "daemon $1 ready" grep -q "$2" "$LOG"
 }
@@ -90,6 +92,8 @@ knock_opens() {
   grep -q "knock from $CLIENT_IP (client alice, datagram): IP=$CLIENT_IP PORT=22" "$LOG" ||
     fail "$1: no accepted datagram knock logged: $(grep 'knock from' "$LOG")"
   grep -q "$CLIENT_IP . 22 timeout ${CLOSE_AFTER}s" <<<"$(elements)" || fail "$1: no element with a timeout: $(elements)"
+  grep -q "nft: netlink fast path: add element inet pkspa allowed { $CLIENT_IP . 22 timeout" "$LOG" ||
+    fail "$1: the element did not take the netlink fast path: $(grep 'nft' "$LOG")"
   cannot_connect "$NS_OTHER" $SERVER_IP_OTHER 22 || fail "$1: the client's knock opened port 22 for the other host"
   wait_for $((CLOSE_AFTER + 10)) "$1: port 22 closed by the kernel's timeout" cannot_connect "$NS_CLIENT" $SERVER_IP 22
   grep -q "$CLIENT_IP" <<<"$(elements)" && fail "$1: the element outlived its timeout: $(elements)"

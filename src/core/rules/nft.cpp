@@ -2,6 +2,12 @@
 
 #include <nftables/libnftables.h>
 
+#include <cstdlib>
+#include <cstring>
+
+#include "rules/nft_element.hpp"
+#include "util/log.hpp"
+
 namespace knock::rules {
 
 NftExecutor::NftExecutor() {
@@ -10,6 +16,9 @@ NftExecutor::NftExecutor() {
     nft_ctx_buffer_output(ctx_);
     nft_ctx_buffer_error(ctx_);
   }
+  // A switch for measuring (bench/) and a way out should the fast path ever misbehave.
+  const char* fast = std::getenv("PORTKNOCK_NFT_FASTPATH");
+  fast_path_ = fast == nullptr || std::strcmp(fast, "0") != 0;
 }
 
 NftExecutor::~NftExecutor() {
@@ -24,7 +33,44 @@ void NftExecutor::prepare() noexcept {
   }
 }
 
+namespace {
+
+// Which way a command went, for -debug; built only when someone reads it.
+void trace(const char* what, const std::string& why, const std::string& command) noexcept {
+  if (!log::enabled(log::Level::Debug)) return;
+  try {
+    log::debug(std::string("nft: ") + what + (why.empty() ? "" : " (" + why + ")") + ": " + command);
+  } catch (...) {
+  }
+}
+
+}  // namespace
+
 bool NftExecutor::run(const std::string& command, std::string* error) noexcept {
+  if (fast_path_) {
+    if (const auto element = parse_element_command(command)) {
+      try {
+        if (!elements_) elements_ = std::make_unique<ElementWriter>();
+      } catch (...) {
+        return run_libnftables(command, error);
+      }
+      ElementWriter::Result result = elements_->write(*element);
+      if (result.outcome == ElementWriter::Outcome::Done) {
+        trace("netlink fast path", {}, command);
+        return true;
+      }
+      if (result.outcome == ElementWriter::Outcome::Failed) {
+        trace("netlink fast path failed", result.error, command);
+        if (error != nullptr) *error = std::move(result.error);
+        return false;
+      }
+      trace("libnftables", result.error, command);
+    }
+  }
+  return run_libnftables(command, error);
+}
+
+bool NftExecutor::run_libnftables(const std::string& command, std::string* error) noexcept {
   if (ctx_ == nullptr) {
     if (error != nullptr) *error = "libnftables could not be initialised";
     return false;
