@@ -26,7 +26,7 @@ KP=$BIN/knockperf
 # BENCH_FWKNOPD_EXTRA: lines added to fwknopd.conf (e.g. "PCAP_LOOP_SLEEP 1000;").
 # BENCH_NICE=N: the daemons at nice N instead (e.g. -10, as a unit's Nice= would set).
 RT=()
-[ -z "${BENCH_RT:-}" ] || RT=(chrt -f 10)
+[ -z "${BENCH_RT:-}" ] || [ "${BENCH_RT}" = client ] || RT=(chrt -f 10)
 [ -z "${BENCH_NICE:-}" ] || RT=(nice -n "$BENCH_NICE")
 # BENCH_PIN=1: every daemon on CPU 1, the client's measuring tool on CPU 0, as if the client
 # were another machine (on 2 cores the prober otherwise takes the daemon's CPU every 100 µs).
@@ -153,7 +153,10 @@ spa_packet() {  # FILE
     head -1 | perl -ne 'chomp; print pack "H*", $_' >"$1"
 }
 CRT=()
-[ "${BENCH_RT:-}" != all ] || CRT=(chrt -f 10)  # BENCH_RT=all: the client too
+# BENCH_RT=all: the client too; BENCH_RT=client: the client only (with realtime = N in
+# BENCH_KD_EXTRA: the daemon's own priority, as a server would run it, and a client that does
+# not wait for a CPU, as one on another machine would not).
+[ "${BENCH_RT:-}" != all ] && [ "${BENCH_RT:-}" != client ] || CRT=(chrt -f 10)
 if [ -n "${BENCH_PIN:-}" ]; then CRT=(taskset -c 0 "${CRT[@]}"); fi
 send_spa() { spa_packet "$T/spa.bin"; in_ns "$NS_CLIENT" "${CRT[@]}" "$KP" udp $SERVER_IP $TARGET "$1" $SPAPORT "$T/spa.bin" $KNOCK_SRC; }
 # fwknop's packet: Debian's fwknop client makes it (--test: not sent) and saves it (-B).
