@@ -287,6 +287,11 @@ struct ElementWriter::SetInfo {
   std::uint32_t flags = 0, key_type = 0, key_len = 0;
   bool has_data = false;  // a map (data type), an object map, or set expressions
   std::vector<std::uint32_t> field_len;
+  // The ruleset's generation (NFT_MSG_GETGEN, asked just before the set): the batch carries it,
+  // and the kernel refuses the batch if anything changed since (the set re-created as an
+  // interval set would take the lone key for the start of an open-ended range).
+  bool has_genid = false;
+  std::uint32_t genid = 0;
 };
 
 namespace {
@@ -433,6 +438,20 @@ int ElementWriter::talk(const void* request, std::size_t length, std::uint32_t f
         if (set == nullptr && nlh->nlmsg_seq == first + 1) return 0;
         continue;
       }
+      if (set != nullptr && nlh->nlmsg_type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)) {
+        const nlattr* tb[NFTA_GEN_MAX + 1] = {};
+        if (nlh->nlmsg_len >= mnl_nlmsg_size(sizeof(nfgenmsg)) &&
+            mnl_attr_parse(
+                nlh, sizeof(nfgenmsg),
+                [](const nlattr* attr, void* data) {
+                  const int type = mnl_attr_get_type(attr);
+                  if (type >= 0 && type <= NFTA_GEN_MAX) static_cast<const nlattr**>(data)[type] = attr;
+                  return MNL_CB_OK;
+                },
+                tb) >= 0)
+          set->has_genid = read_u32(tb[NFTA_GEN_ID], &set->genid);
+        continue;
+      }
       if (set != nullptr && nlh->nlmsg_type == ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSET)) {
         AttrTable table;
         if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(nfgenmsg)) ||
@@ -464,10 +483,15 @@ ElementWriter::Result ElementWriter::lookup(const ElementCommand& command, SetIn
   nftnl_set_set_str(query.get(), NFTNL_SET_TABLE, command.table.c_str());
   nftnl_set_set_str(query.get(), NFTNL_SET_NAME, command.set.c_str());
   alignas(nlmsghdr) char request[2048];
+  // The generation first, then the set, in one send: the kernel answers them in this order.
+  const std::uint32_t gen_seq = ++sequence_;
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(request, NFT_MSG_GETGEN, AF_UNSPEC, 0, gen_seq);
+  std::size_t length = nlh->nlmsg_len;
   const std::uint32_t seq = ++sequence_;
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(request, NFT_MSG_GETSET, command.family, 0, seq);
+  nlh = nftnl_nlmsg_build_hdr(request + length, NFT_MSG_GETSET, command.family, 0, seq);
   nftnl_set_nlmsg_build_payload(nlh, query.get());
-  const int rc = talk(request, nlh->nlmsg_len, seq, seq, info, &result.error);
+  length += nlh->nlmsg_len;
+  const int rc = talk(request, length, gen_seq, seq, info, &result.error);
   if (rc < 0) {
     close();
     return result;
@@ -476,7 +500,8 @@ ElementWriter::Result ElementWriter::lookup(const ElementCommand& command, SetIn
     result.error = "the kernel answered " + errno_message(rc) + " about the " + command.set_text();
     return result;
   }
-  if (!info->found || info->malformed || info->table != command.table || info->name != command.set) {
+  if (!info->found || info->malformed || !info->has_genid || info->table != command.table ||
+      info->name != command.set) {
     result.error = "an unexpected description of the " + command.set_text();
     return result;
   }
@@ -513,6 +538,7 @@ ElementWriter::Result ElementWriter::write(const ElementCommand& command) noexce
     if (command.timeout_ms != 0 && (info.flags & NFT_SET_TIMEOUT) == 0)
       return {Outcome::NotApplicable, "the " + command.set_text() + " has no timeouts"};
 
+    if (between_for_test) between_for_test();
     // 2. One batch: the element message between BATCH_BEGIN and BATCH_END, as nft sends it
     // (NLM_F_CREATE for add, with NLM_F_EXCL for create), plus an acknowledgement to wait for.
     SetPtr set(nftnl_set_alloc());
@@ -534,6 +560,7 @@ ElementWriter::Result ElementWriter::write(const ElementCommand& command) noexce
     const std::uint32_t message = ++sequence_;
     const std::uint32_t end = ++sequence_;
     nlmsghdr* nlh = nftnl_batch_begin(request, begin);
+    mnl_attr_put_u32(nlh, NFNL_BATCH_GENID, htonl(info.genid));  // nothing changed since the lookup
     length += nlh->nlmsg_len;
     std::uint16_t flags = NLM_F_ACK;
     std::uint16_t type = NFT_MSG_DELSETELEM;
@@ -552,6 +579,9 @@ ElementWriter::Result ElementWriter::write(const ElementCommand& command) noexce
     const int rc = talk(request, length, begin, end, nullptr, &result.error);
     if (rc == 0) {
       result.outcome = Outcome::Done;
+    } else if (rc == ERESTART) {  // the ruleset changed since the lookup: nothing was written
+      result.outcome = Outcome::NotApplicable;
+      result.error = "the ruleset changed while the " + command.set_text() + " was looked up";
     } else if (rc > 0) {
       result.outcome = Outcome::Failed;
       result.error = "Error: Could not process rule: " + errno_message(rc) + " (" + command.set_text() + ")";

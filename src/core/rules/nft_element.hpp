@@ -3,12 +3,15 @@
 // `add element inet pk allowed { 198.18.0.2 . 22 timeout 30s }` through libnftables costs a
 // bison/flex parse and about seven netlink round trips to rebuild nft's cache (each added element
 // bumps the ruleset generation, so the cache is never reused). Here the same command is one
-// question (NFT_MSG_GETSET: the set's key type and flags, asked every time, never cached) and one
-// batch (NFT_MSG_NEWSETELEM or NFT_MSG_DELSETELEM), as nft itself would send it.
+// question (NFT_MSG_GETGEN and NFT_MSG_GETSET: the ruleset's generation, the set's key type and
+// flags, asked every time, never cached) and one batch (NFT_MSG_NEWSETELEM or
+// NFT_MSG_DELSETELEM), as nft itself would send it, carrying that generation: if the ruleset
+// changed in between (the set re-created), the kernel refuses it and libnftables runs the command.
 //
 // Only a narrow, strictly parsed form qualifies (parse_element_command); anything else, and any
 // set whose type the key does not match exactly, is left to libnftables (NftExecutor).
 #include <array>
+#include <functional>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -74,6 +77,10 @@ class ElementWriter {
   ElementWriter& operator=(const ElementWriter&) = delete;
 
   Result write(const ElementCommand& command) noexcept;
+
+  // Tests only: runs between the set's description and the batch (the window in which another
+  // process may re-create the set).
+  std::function<void()> between_for_test;
 
  private:
   struct SetInfo;
