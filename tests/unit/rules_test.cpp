@@ -328,6 +328,21 @@ TEST(Engine, InjectionIsRefused) {
             "a IPX xIP IP_ $198.18.0.1:22 2001:db8::1");
 }
 
+// USER (an fwknop sender's user name, chosen by the key holder) reaches commands; a name that
+// starts with '-' would be an option to the command it lands in (`logger -f`, `ipset -exist`).
+TEST(Engine, NamesStartingWithADashAreNotSubstituted) {
+  StateTree st;
+  std::string why;
+  Vars v = make_vars(kn(kT0).values, *IpAddress::parse("198.18.0.9"), kT0);
+  const auto parts = Engine::parse_system("/usr/bin/logger -t knock USER", {}, {});
+  v.value[static_cast<std::size_t>(Var::User)] = Scalar::string("alice");
+  EXPECT_EQ(Engine::substitute(parts, v, st, &why), "/usr/bin/logger -t knock alice");
+  for (const char* user : {"-f", "--help", "-"}) {
+    v.value[static_cast<std::size_t>(Var::User)] = Scalar::string(user);
+    EXPECT_EQ(Engine::substitute(parts, v, st, &why), std::nullopt) << user;
+  }
+}
+
 TEST(Engine, TestModePrintsAndChangesNothing) {
   std::ostringstream out;
   EngineOptions o;

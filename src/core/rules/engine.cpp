@@ -49,8 +49,9 @@ bool safe_value(std::string_view v) {
   return true;
 }
 
+// Letters, digits and . _ - @, not starting with '-' (an option to the command it lands in).
 bool safe_name(std::string_view v) {
-  if (v.empty() || v.size() > 64) return false;
+  if (v.empty() || v.size() > 64 || v.front() == '-') return false;
   for (char c : v)
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-' || c == '@'))
       return false;
