@@ -4,7 +4,6 @@
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "util/clock.hpp"
 #include "util/error.hpp"
 #include "util/log.hpp"
 
@@ -28,11 +28,7 @@ sockaddr_un address_of(const std::string& path) {
   return addr;
 }
 
-double mono_now() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
+double mono_now() { return mono_seconds(); }
 
 }  // namespace
 

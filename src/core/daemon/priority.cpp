@@ -38,14 +38,13 @@ std::optional<double> process_cpu_seconds(pid_t pid) noexcept {
 }
 
 CpuGuard::Change CpuGuard::sample(double wall, double cpu) noexcept {
-  if (!have_baseline_ || wall <= wall_) {
-    if (!have_baseline_ || wall < wall_) {
-      have_baseline_ = true;
-      wall_ = wall;
-      cpu_ = cpu;
-    }
+  if (!have_baseline_ || wall < wall_) {  // the first sample, or the clock set back
+    have_baseline_ = true;
+    wall_ = wall;
+    cpu_ = cpu;
     return Change::none;
   }
+  if (wall == wall_) return Change::none;
   share_ = cpu >= cpu_ ? (cpu - cpu_) / (wall - wall_) : 0;
   wall_ = wall;
   cpu_ = cpu;

@@ -10,19 +10,21 @@ void Daemon::watch_priority(double now) {
     realtime_applied_ = want;
     guard_ = RealtimeGuard(want.max_share);
     realtime_on_ = false;
-    if (want.priority == 0) {
+    // Both back to normal scheduling (lowering needs no privilege: a daemon that dropped to
+    // `user` can still do it).
+    const auto all_normal = [this] {
       (void)set_normal(0);
       if (worker_pid_ >= 0) (void)set_normal(worker_pid_);
+    };
+    if (want.priority == 0) {
+      all_normal();
       if (was_on) log::info("realtime = 0: normal scheduling");
       return;
     }
     // The monitor one above the worker: a worker spinning under a flood cannot keep it (and its
     // guard) off a CPU, even on a machine with one.
     if (const std::string why = set_realtime(0, want.priority + 1); !why.empty()) {
-      // Whatever an earlier `realtime` gave must not stay without its guard (lowering needs no
-      // privilege: a daemon that dropped to `user` can still do it).
-      (void)set_normal(0);
-      if (worker_pid_ >= 0) (void)set_normal(worker_pid_);
+      all_normal();  // whatever an earlier `realtime` gave must not stay without its guard
       log::error("realtime = " + std::to_string(want.priority) + ": cannot use SCHED_FIFO (" + why +
                  "); normal scheduling (under the systemd unit: the drop-in of doc/PERFORMANCE.md)");
       return;

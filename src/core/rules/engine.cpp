@@ -1,6 +1,5 @@
 #include "rules/engine.hpp"
 
-
 #include <sodium.h>
 #include <sys/stat.h>
 

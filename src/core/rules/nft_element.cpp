@@ -14,6 +14,8 @@
 #include <cstring>
 #include <memory>
 
+#include "util/address.hpp"
+#include "util/clock.hpp"
 #include "util/error.hpp"
 
 namespace knock::rules {
@@ -100,35 +102,17 @@ std::optional<std::uint32_t> parse_decimal(std::string_view word, std::uint32_t 
 
 std::optional<ElementField> parse_value(std::string_view word) {
   ElementField field;
-  if (word.find(':') != std::string_view::npos) {
-    // IPv6: hex digits and colons only (no embedded IPv4, zone or brackets: nft's scanner
-    // reads those differently).
-    if (word.size() < 2 || word.size() > 39) return std::nullopt;
-    for (const char c : word) {
-      if (!is_hex(c) && c != ':') return std::nullopt;
-    }
-    char text[40] = {};
-    std::memcpy(text, word.data(), word.size());
-    if (inet_pton(AF_INET6, text, field.bytes.data()) != 1) return std::nullopt;
-    field.kind = ElementField::Kind::Ipv6;
-    field.length = 16;
-    return field;
-  }
-  if (word.find('.') != std::string_view::npos) {
-    std::size_t part = 0;
-    std::size_t start = 0;
-    while (true) {
-      const std::size_t dot = word.find('.', start);
-      const std::string_view piece = word.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
-      const auto octet = piece.size() <= 3 ? parse_decimal(piece, 255) : std::nullopt;
-      if (!octet || part >= 4) return std::nullopt;
-      field.bytes[part++] = static_cast<std::uint8_t>(*octet);
-      if (dot == std::string_view::npos) break;
-      start = dot + 1;
-    }
-    if (part != 4) return std::nullopt;
-    field.kind = ElementField::Kind::Ipv4;
-    field.length = 4;
+  if (word.find_first_of(".:") != std::string_view::npos) {
+    // An address: a dotted quad, or IPv6 of hex digits and colons only (no embedded IPv4, zone
+    // or brackets: nft's scanner reads those differently).
+    if (word.find(':') != std::string_view::npos)
+      for (const char c : word)
+        if (!is_hex(c) && c != ':') return std::nullopt;
+    const auto address = IpAddress::parse(word);
+    if (!address) return std::nullopt;
+    field.kind = address->is_v4() ? ElementField::Kind::Ipv4 : ElementField::Kind::Ipv6;
+    field.length = static_cast<std::uint8_t>(address->size());
+    std::memcpy(field.bytes.data(), address->bytes(), address->size());
     return field;
   }
   const auto port = parse_decimal(word, 65535);
@@ -266,9 +250,7 @@ std::optional<ElementCommand> parse_element_command(std::string_view text) noexc
       i += 2;
     }
     if (word(i) != "}" || i + 1 != words.size()) return std::nullopt;
-    std::size_t key_length = 0;
-    for (const ElementField& field : command.key) key_length += command.key.size() > 1 ? (field.length + 3u) / 4 * 4 : field.length;
-    if (key_length > kMaxKeyBytes) return std::nullopt;
+    if (command.key_bytes().size() > kMaxKeyBytes) return std::nullopt;
     return command;
   } catch (...) {
     return std::nullopt;
@@ -355,11 +337,7 @@ bool read_fields(const nlattr* desc, std::vector<std::uint32_t>* out) {
   });
 }
 
-double now_ms() {
-  timespec t{};
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return static_cast<double>(t.tv_sec) * 1e3 + static_cast<double>(t.tv_nsec) / 1e6;
-}
+double now_ms() { return mono_seconds() * 1e3; }
 
 // Owning pointers for libnftnl's objects.
 struct SetFree {

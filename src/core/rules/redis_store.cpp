@@ -9,7 +9,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include <cstring>
 
 #include "rules/store.hpp"
+#include "util/clock.hpp"
 #include "util/log.hpp"
 #include "util/secure.hpp"
 
@@ -25,11 +25,7 @@ namespace knock::rules {
 
 namespace {
 
-double mono_now() {
-  struct timespec ts {};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
+double mono_now() { return mono_seconds(); }
 
 struct Reply {
   int type = 0;  // REDIS_REPLY_*
